@@ -139,7 +139,9 @@ def _check_readable(path: Path) -> None:
                 while fh.read(1 << 22):
                     pass
         except _DECOMPRESSION_ERRORS as exc:
-            raise MagnbError(f"corrupt compressed file ({type(exc).__name__}: {exc})", path) from exc
+            raise MagnbError(
+                f"corrupt compressed file ({type(exc).__name__}: {exc})", path
+            ) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,9 +194,7 @@ def read_chgcar(path: str | Path) -> ChargeDensity:
         magnetization = blocks[1] / volume
     else:
         magnetization = np.stack(blocks[1:]) / volume
-    return ChargeDensity(
-        path=path, structure=structure, total=total, magnetization=magnetization
-    )
+    return ChargeDensity(path=path, structure=structure, total=total, magnetization=magnetization)
 
 
 def _blocks_in_order(data: dict[str, NDArray]) -> list[NDArray[np.float64]]:
@@ -222,6 +222,8 @@ def diagnose_volumetric(path: str | Path) -> tuple[int | None, str | None]:
             lines = fh.read().split(b"\n")
     except _DECOMPRESSION_ERRORS as exc:
         return None, f"corrupt compressed file ({type(exc).__name__}: {exc})"
+    if lines and not lines[-1]:
+        lines.pop()  # the file's final newline
 
     n = len(lines)
     # header: comment, scale, 3 lattice lines, [species], counts, [Selective], Direct/Cartesian
@@ -245,7 +247,9 @@ def diagnose_volumetric(path: str | Path) -> tuple[int | None, str | None]:
     i += 1  # Direct / Cartesian
     for k in range(natoms):
         if i + k >= n or len(lines[i + k].split()) < 3:
-            return min(i + k + 1, n), f"truncated inside the atomic positions (atom {k + 1} of {natoms})"
+            return min(
+                i + k + 1, n
+            ), f"truncated inside the atomic positions (atom {k + 1} of {natoms})"
     i += natoms
 
     block = 0
@@ -264,11 +268,17 @@ def diagnose_volumetric(path: str | Path) -> tuple[int | None, str | None]:
             while got < count and i < n:
                 for t in lines[i].split():
                     if not _FLOAT.match(t):
-                        return i + 1, f"non-numeric value {t.decode(errors='replace')!r} in augmentation occupancies"
+                        return (
+                            i + 1,
+                            f"non-numeric value {t.decode(errors='replace')!r} in augmentation occupancies",
+                        )
                 got += len(lines[i].split())
                 i += 1
             if got < count:
-                return n, f"truncated inside the augmentation occupancies of grid block {block} ({got} of {count} values)"
+                return (
+                    n,
+                    f"truncated inside the augmentation occupancies of grid block {block} ({got} of {count} values)",
+                )
             continue
         parts = line.split()
         if len(parts) == 3 and all(p.isdigit() for p in parts):
@@ -286,11 +296,17 @@ def diagnose_volumetric(path: str | Path) -> tuple[int | None, str | None]:
                     )
                 for t in toks:
                     if not _FLOAT.match(t):
-                        return i + 1, f"non-numeric value {t.decode(errors='replace')!r} in grid block {block}"
+                        return (
+                            i + 1,
+                            f"non-numeric value {t.decode(errors='replace')!r} in grid block {block}",
+                        )
                 got += len(toks)
                 i += 1
             if got < need:
-                return n, f"truncated inside grid block {block} ({got} of {need} values, from line {start})"
+                return (
+                    n,
+                    f"truncated inside grid block {block} ({got} of {need} values, from line {start})",
+                )
             continue
         if all(_FLOAT.match(p) for p in parts):
             continue  # e.g. the per-atom line VASP writes before a second block
@@ -360,9 +376,7 @@ def read_moments(directory: str | Path, files: Iterable[Path] | None = None) -> 
     )
 
 
-_OUTCAR_MAG = re.compile(
-    r"number of electron\s+(\S+)\s+magnetization\s+(\S+)(?:\s+(\S+)\s+(\S+))?"
-)
+_OUTCAR_MAG = re.compile(r"number of electron\s+(\S+)\s+magnetization\s+(\S+)(?:\s+(\S+)\s+(\S+))?")
 _OUTCAR_ISPIN = re.compile(r"^\s*ISPIN\s*=\s*(\d)", re.M)
 _OUTCAR_NONCOLL = re.compile(r"LNONCOLLINEAR\s*=\s*([TF])")
 _OUTCAR_NIONS = re.compile(r"NIONS\s*=\s*(\d+)")
@@ -399,7 +413,9 @@ def read_outcar(path: str | Path) -> Moments:
                     vals = [m.group(2)] + [g for g in (m.group(3), m.group(4)) if g]
                     last_mag = tuple(float(v) for v in vals)
                 except ValueError as exc:
-                    raise MagnbError("malformed 'number of electron ... magnetization' line", path, i + 1) from exc
+                    raise MagnbError(
+                        "malformed 'number of electron ... magnetization' line", path, i + 1
+                    ) from exc
         elif ispin is None and (m := _OUTCAR_ISPIN.match(line)):
             ispin = int(m.group(1))
         elif nonc is None and "LNONCOLLINEAR" in line and (m := _OUTCAR_NONCOLL.search(line)):
@@ -418,7 +434,9 @@ def read_outcar(path: str | Path) -> Moments:
         # non-collinear runs print mx my mz: magnb's scalar moment is the z component
         total = last_mag[-1] if len(last_mag) == 3 else last_mag[0]
     if ispin == 2 and last_mag is None:
-        raise MagnbError("spin-polarized (ISPIN = 2) but no 'magnetization' line: unfinished run?", path)
+        raise MagnbError(
+            "spin-polarized (ISPIN = 2) but no 'magnetization' line: unfinished run?", path
+        )
     per_site = np.asarray(site_table, dtype=np.float64) if site_table is not None else None
     if per_site is not None and nions is not None and per_site.size != nions:
         raise MagnbError(f"magnetization table has {per_site.size} rows but NIONS = {nions}", path)
@@ -521,7 +539,9 @@ def _fortran_e(values: NDArray[np.float64]) -> NDArray[np.bytes_]:
     values = np.asarray(values, dtype=np.float64).ravel()
     mant = np.abs(values)
     with np.errstate(divide="ignore"):
-        exp = np.where(mant > 0, np.floor(np.log10(np.where(mant > 0, mant, 1.0))) + 1, 0).astype(np.int64)
+        exp = np.where(mant > 0, np.floor(np.log10(np.where(mant > 0, mant, 1.0))) + 1, 0).astype(
+            np.int64
+        )
     scaled = mant / 10.0**exp
     # rounding may give 1.0: shift
     digits = np.rint(scaled * 1e11).astype(np.int64)
@@ -533,7 +553,7 @@ def _fortran_e(values: NDArray[np.float64]) -> NDArray[np.bytes_]:
     lead = np.where(values < 0, " -.", " 0.")
     out = np.char.add(lead, np.char.zfill(digits.astype("U11"), 11))
     exp_sign = np.where(exp < 0, "E-", "E+")
-    out = np.char.add(np.char.add(out, exp_sign), np.char.zfill(np.abs(exp).astype("U2"), 2))
+    out = np.char.add(np.char.add(out, exp_sign), np.char.zfill(np.abs(exp).astype("U3"), 2))
     return out.astype("S")
 
 

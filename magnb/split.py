@@ -1,0 +1,383 @@
+"""Stage 02, split: each collected calculation to total and magnetization densities in HDF5.
+
+For every ``ok`` row of ``<data>/manifest.parquet`` this writes ``<data>/split/<calc_id>.h5``:
+
+========================  ==========================================================================
+``total``                 electron density on the native grid, e/A^3, float32 (nx, ny, nz)
+``magnetization``         up minus down, muB/A^3 (collinear runs)
+``mx``, ``my``, ``mz``    magnetization vector components, muB/A^3 (non-collinear runs)
+``lattice``               (3, 3) rows are lattice vectors, A
+``species``, ``frac_coords``, ``site_moments`` (muB, from OUTCAR, when it has the table)
+attributes                calc_id, formula, spin_kind, volume (A^3), grid_shape, electrons and
+                          moment_integral (cell integrals, computed in float64 before the float32
+                          cast), moment and moment_source (OUTCAR > OSZICAR > vasprun.xml),
+                          moment_flag (integral and reported moment disagree), input_hash, units
+========================  ==========================================================================
+
+and ``<data>/split/index.parquet``, one row per manifest row with the status and the numbers above.
+A non-spin run is recorded (spin_kind ``none``), not an error. Work runs in processes, one file in
+flight per worker; every file is written atomically; an unchanged input (same raw file hashes, same
+settings) is skipped, so an interrupted split is finished by running it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from magnb import __version__
+from magnb._io import atomic_path, sha256_text
+from magnb.collect import read_manifest
+from magnb.errors import MagnbError
+from magnb.vasp import ChargeDensity, Moments, read_chgcar, read_moments, write_chgcar
+
+#: bump when the split file's content changes, so old outputs are redone
+SPLIT_FORMAT = 1
+
+INDEX_COLUMNS = [
+    "calc_id",
+    "formula",
+    "run",
+    "status",
+    "error",
+    "spin_kind",
+    "nx",
+    "ny",
+    "nz",
+    "natoms",
+    "volume",
+    "electrons",
+    "nelect",
+    "moment_integral",
+    "moment",
+    "moment_source",
+    "moment_flag",
+    "path",
+]
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Settings of stage 02."""
+
+    data_dir: Path
+    workers: int = 0  #: processes; 0 means one per CPU core
+    moment_abs_tol: float = 0.02  #: muB; flag |integral - reported| above abs + rel * |reported|
+    moment_rel_tol: float = 0.01
+    export_chgcar: bool = False  #: also write <calc_id>.mag.vasp, a CHGCAR that VESTA opens
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.workers < 0:
+            raise MagnbError(f"workers must be >= 0, not {self.workers}")
+
+
+@dataclass
+class SplitResult:
+    index: pd.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> pd.DataFrame:
+        return self.index[self.index["status"] == "failed"]
+
+    def summary(self) -> str:
+        c = self.counts
+        lines = [
+            f"split: {c.get('total', 0)} calculations, {c.get('written', 0)} written, "
+            f"{c.get('unchanged', 0)} unchanged, {c.get('failed', 0)} failed, "
+            f"{c.get('flagged', 0)} flagged (integral and reported moment disagree)"
+        ]
+        for row in self.failures.itertuples():
+            lines.append(f"  FAILED {row.calc_id}: {row.error}")
+        flagged = self.index[self.index["moment_flag"].fillna(False).astype(bool)]
+        for row in flagged.itertuples():
+            lines.append(
+                f"  FLAGGED {row.calc_id}: integral {row.moment_integral:.4f} muB, "
+                f"{row.moment_source} says {row.moment:.4f} muB"
+            )
+        return "\n".join(lines)
+
+
+def split_path(data_dir: str | Path, calc_id: str) -> Path:
+    return Path(data_dir) / "split" / f"{calc_id}.h5"
+
+
+def _input_hash(manifest_row: dict, config: SplitConfig) -> str:
+    settings = {
+        "files": manifest_row["files"],
+        "format": SPLIT_FORMAT,
+        "abs_tol": config.moment_abs_tol,
+        "rel_tol": config.moment_rel_tol,
+        "export_chgcar": config.export_chgcar,
+    }
+    return sha256_text(json.dumps(settings, sort_keys=True))
+
+
+def _existing_hash(path: Path) -> str | None:
+    import h5py
+
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("input_hash", ""))
+    except OSError:
+        return None
+
+
+def check_consistency(density: ChargeDensity, moments: Moments, raw_dir: Path) -> None:
+    """Cross-check a CHGCAR against its companions; a MagnbError names the disagreeing file."""
+    natoms = len(density.structure)
+    companion = moments.source or "OUTCAR/OSZICAR/vasprun.xml"
+    if moments.natoms is not None and moments.natoms != natoms:
+        raise MagnbError(
+            f"has {natoms} atoms but {companion} reports {moments.natoms} (NIONS): "
+            "files from different calculations?",
+            density.path,
+        )
+    if moments.per_site is not None and moments.per_site.size != natoms:
+        raise MagnbError(
+            f"has {natoms} atoms but the OUTCAR magnetization table has "
+            f"{moments.per_site.size} rows",
+            density.path,
+        )
+    if moments.ispin == 2 and density.spin_kind == "none":
+        raise MagnbError(
+            "has one grid block but the run is spin-polarized (ISPIN = 2): "
+            "truncated after the first block?",
+            density.path,
+        )
+    if density.spin_kind != "none" and moments.ispin is not None and moments.ispin == 1:
+        raise MagnbError(
+            "has a magnetization block but the OUTCAR says ISPIN = 1: mixed-up files?",
+            density.path,
+        )
+
+
+def split_one(
+    raw_dir: str | Path, chgcar_name: str, out_path: str | Path, config: SplitConfig, meta: dict
+) -> dict:
+    """Split one calculation folder into ``out_path`` (atomic). Returns its index row.
+
+    Raises MagnbError for bad input; the batch driver turns it into a failure row.
+    """
+    import h5py
+
+    raw_dir = Path(raw_dir)
+    out_path = Path(out_path)
+    density = read_chgcar(raw_dir / chgcar_name)
+    moments = read_moments(raw_dir)
+    check_consistency(density, moments, raw_dir)
+
+    structure = density.structure
+    nx, ny, nz = density.grid_shape
+    electrons = density.electrons
+    moment_integral = density.moment
+    moment = moments.total
+    flag = False
+    if density.spin_kind != "none":
+        if moment is None and moments.source is None and moments.ispin == 2:
+            raise MagnbError("spin-polarized run with no reported moment", raw_dir)
+        if moment is not None and moment_integral is not None:
+            tol = config.moment_abs_tol + config.moment_rel_tol * abs(moment)
+            flag = abs(moment_integral - moment) > tol
+
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
+        f.attrs.update(
+            {
+                "calc_id": meta["calc_id"],
+                "formula": structure.composition.reduced_formula,
+                "run": meta.get("run", ""),
+                "source_path": meta.get("source_path", ""),
+                "spin_kind": density.spin_kind,
+                "volume": density.volume,
+                "volume_units": "A^3",
+                "grid_shape": np.array([nx, ny, nz], dtype=np.int64),
+                "electrons": electrons,
+                "nelect": np.nan if moments.nelect is None else moments.nelect,
+                "moment_integral": np.nan if moment_integral is None else moment_integral,
+                "moment": np.nan if moment is None else moment,
+                "moment_source": moments.source or "",
+                "moment_flag": flag,
+                "moment_units": "muB",
+                "input_hash": meta["input_hash"],
+                "split_format": SPLIT_FORMAT,
+                "magnb_version": __version__,
+            }
+        )
+        _dataset(f, "total", density.total, "e/A^3")
+        if density.magnetization is not None:
+            if density.spin_kind == "collinear":
+                _dataset(f, "magnetization", density.magnetization, "muB/A^3")
+            else:
+                for k, name in enumerate(("mx", "my", "mz")):
+                    _dataset(f, name, density.magnetization[k], "muB/A^3")
+        lat = f.create_dataset("lattice", data=structure.lattice.matrix, track_times=False)
+        lat.attrs["units"] = "A"
+        lat.attrs["layout"] = "rows are the lattice vectors a, b, c"
+        f.create_dataset(
+            "species",
+            data=np.array([s.specie.symbol for s in structure], dtype="S3"),
+            track_times=False,
+        )
+        f.create_dataset("frac_coords", data=structure.frac_coords, track_times=False)
+        if moments.per_site is not None:
+            ds = f.create_dataset("site_moments", data=moments.per_site, track_times=False)
+            ds.attrs["units"] = "muB"
+            ds.attrs["source"] = "OUTCAR magnetization (x|z) table, tot column"
+
+    if config.export_chgcar and density.magnetization is not None:
+        m = density.magnetization if density.spin_kind == "collinear" else density.magnetization[2]
+        write_chgcar(
+            out_path.with_suffix(".mag.vasp"),
+            structure,
+            [m * density.volume],
+            comment=f"{meta['calc_id']} magnetization (muB), written by magnb",
+        )
+
+    return {
+        "spin_kind": density.spin_kind,
+        "nx": nx,
+        "ny": ny,
+        "nz": nz,
+        "natoms": len(structure),
+        "volume": density.volume,
+        "electrons": electrons,
+        "nelect": moments.nelect,
+        "moment_integral": moment_integral,
+        "moment": moment,
+        "moment_source": moments.source or "",
+        "moment_flag": flag,
+    }
+
+
+def _dataset(f, name: str, data: np.ndarray, units: str) -> None:
+    ds = f.create_dataset(name, data=data.astype(np.float32), track_times=False)
+    ds.attrs["units"] = units
+
+
+def _work(args: tuple) -> dict:
+    raw_dir, chgcar, out_path, config, meta = args
+    try:
+        row = split_one(raw_dir, chgcar, out_path, config, meta)
+        row["status"] = "ok"
+        row["error"] = ""
+    except MagnbError as exc:
+        # name the user's file, not magnb's raw copy of it
+        message = str(exc).replace(str(raw_dir), meta.get("source_path") or str(raw_dir))
+        row = {"status": "failed", "error": message}
+    return row
+
+
+def _clean_temporaries(folder: Path) -> None:
+    """Remove temporary files a killed run left (``.<name>.tmp-*``, magnb's own pattern)."""
+    if folder.is_dir():
+        for p in folder.glob(".*.tmp-*"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def split_all(config: SplitConfig) -> SplitResult:
+    """Run stage 02 over the manifest; returns (and writes) the split index."""
+    from tqdm.auto import tqdm
+
+    data_dir = config.data_dir
+    manifest = read_manifest(data_dir)
+    split_dir = data_dir / "split"
+    split_dir.mkdir(parents=True, exist_ok=True)
+    _clean_temporaries(split_dir)
+
+    rows: dict[str, dict] = {}
+    jobs = []
+    counts = {"total": len(manifest), "written": 0, "unchanged": 0, "failed": 0, "flagged": 0}
+    previous = _read_index(split_dir / "index.parquet")
+    for rec in manifest.to_dict("records"):
+        cid = rec["calc_id"]
+        base = {
+            "calc_id": cid,
+            "formula": rec["formula"],
+            "run": rec["run"],
+            "path": str(split_path(data_dir, cid)),
+        }
+        if rec["status"] != "ok":
+            rows[cid] = {**base, "status": "failed", "error": f"collect: {rec['error']}"}
+            continue
+        out = split_path(data_dir, cid)
+        input_hash = _input_hash(rec, config)
+        if _existing_hash(out) == input_hash and cid in previous:
+            rows[cid] = {**previous[cid], **base, "status": "ok"}
+            counts["unchanged"] += 1
+            continue
+        meta = {
+            "calc_id": cid,
+            "run": rec["run"],
+            "source_path": rec["source_path"],
+            "input_hash": input_hash,
+        }
+        jobs.append((data_dir / "raw" / cid, rec["chgcar"], out, config, meta))
+        rows[cid] = base
+
+    workers = config.workers or os.cpu_count() or 1
+    bar = tqdm(total=len(jobs), desc="split", unit="calc", disable=not config.progress)
+    if workers == 1 or len(jobs) <= 1:
+        results = map(_work, jobs)
+        for job, res in zip(jobs, results, strict=True):
+            rows[job[4]["calc_id"]].update(res)
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for job, res in zip(jobs, pool.map(_work, jobs, chunksize=1), strict=True):
+                rows[job[4]["calc_id"]].update(res)
+                bar.update()
+    bar.close()
+
+    index = pd.DataFrame([rows[c] for c in manifest["calc_id"]], columns=INDEX_COLUMNS)
+    submitted = {job[4]["calc_id"] for job in jobs}
+    for row in index.itertuples():
+        if row.status == "failed":
+            counts["failed"] += 1
+        elif row.calc_id in submitted:
+            counts["written"] += 1
+    index["moment_flag"] = index["moment_flag"].astype("boolean")
+    for column in ("nx", "ny", "nz", "natoms"):
+        index[column] = index[column].astype("Int64")
+    counts["flagged"] = int(index["moment_flag"].fillna(False).sum())
+    with atomic_path(split_dir / "index.parquet") as tmp:
+        index.to_parquet(tmp, index=False)
+    return SplitResult(index=index, counts=counts)
+
+
+def _read_index(path: Path) -> dict[str, dict]:
+    if not path.is_file():
+        return {}
+    out = {}
+    for row in pd.read_parquet(path).to_dict("records"):
+        out[row["calc_id"]] = {
+            k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()
+        }
+    return out
+
+
+def load_split(path: str | Path) -> dict:
+    """Read a split file into a dict of arrays and attributes (for notebooks and tests)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise MagnbError("no split file: run stage 02 (magnb split) first", path)
+    with h5py.File(path, "r") as f:
+        out = {k: f[k][()] for k in f}
+        out["attrs"] = dict(f.attrs)
+    if "species" in out:
+        out["species"] = [s.decode() for s in out["species"]]
+    return out

@@ -1,0 +1,68 @@
+"""Shared test fixtures: the real VASP files in ../shared/data/vasp and small helpers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+VASP_FIXTURES = REPO_ROOT.parent / "shared" / "data" / "vasp"
+
+# Keep TensorFlow quiet and on the CPU in every test process and subprocess.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def fixture_dir() -> Path:
+    if not VASP_FIXTURES.is_dir():
+        pytest.fail(
+            f"the real VASP test fixtures are missing: expected {VASP_FIXTURES} "
+            "(the shared/ folder beside the repository)"
+        )
+    return VASP_FIXTURES
+
+
+@pytest.fixture(scope="session")
+def vasp_dir() -> Path:
+    """The read-only folder of real VASP outputs (see its SOURCES.md)."""
+    return fixture_dir()
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under root, keyed by relative path (symlinks by their target text)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_symlink():
+            out[rel] = "link:" + os.readlink(p)
+        elif p.is_file():
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def make_fixture_tree(root: Path, vasp: Path) -> Path:
+    """A `<formula>/<run>/` tree built from the real fixtures (copies, never links)."""
+    layout = {
+        "NO/polarized": vasp / "nitric_oxide/polarized",
+        "NO/unpolarized": vasp / "nitric_oxide/unpolarized",
+        "Si/static": vasp / "si_static",
+    }
+    for rel, src in layout.items():
+        shutil.copytree(src, root / rel)
+    single = {
+        "Fe/spin/CHGCAR": vasp / "fe_bcc/CHGCAR_spin",
+        "Fe/nospin/CHGCAR": vasp / "fe_bcc/CHGCAR_no_spin",
+        "Fe/slash/CHGCAR": vasp / "fe_bcc/CHGCAR_slash",
+        "Li/spin/CHGCAR.gz": vasp / "li_spin/CHGCAR.gz",
+        "NiO/soc/CHGCAR.gz": vasp / "nio_soc/CHGCAR.gz",
+    }
+    for rel, src in single.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, root / rel)
+    for p in root.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return root

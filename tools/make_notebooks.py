@@ -1,0 +1,127 @@
+"""Write notebooks/0*.ipynb from the cell sources below (outputs stripped by construction).
+
+The notebooks are thin callers of magnb; keeping their source here makes review and diffs easy.
+Run: .venv/bin/python tools/make_notebooks.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
+    "01_collect.ipynb": [
+        (
+            "md",
+            "# 01 collect\n\nFind the VASP calculations in a tree, copy them with their companions "
+            "into the data folder and write `manifest.parquet` (provenance: source path, sha256 of "
+            "every file, formula, run tag, spin kind, status). The source tree is only read.",
+        ),
+        (
+            "parameters",
+            'source_dir = "../demo/vasp"  # root of the VASP calculation tree\n'
+            'data_dir = "../demo/data"  # magnb data folder\n'
+            'layout = "{formula}/{run}/CHGCAR*"  # where the CHGCARs sit in the tree\n'
+            'mode = "copy"  # or "hardlink"',
+        ),
+        (
+            "code",
+            "from magnb.collect import CollectConfig, collect\n\n"
+            "result = collect(\n"
+            "    CollectConfig(source=source_dir, data_dir=data_dir, layout=layout, mode=mode)\n"
+            ")\n"
+            "print(result.summary())",
+        ),
+        (
+            "code",
+            'result.manifest[["calc_id", "formula", "run", "spin_kind", "natoms", "status", "error"]]',
+        ),
+        ("code", 'result.manifest.groupby(["run", "spin_kind", "status"]).size()'),
+    ],
+    "02_split.ipynb": [
+        (
+            "md",
+            "# 02 split\n\nEach collected calculation to `data/split/<calc_id>.h5`: total density "
+            "(e/A^3) and magnetization (muB/A^3) on the native grid, the structure, and the moment "
+            "reported by OUTCAR/OSZICAR beside the integral of the magnetization.",
+        ),
+        (
+            "parameters",
+            'data_dir = "../demo/data"  # magnb data folder (from 01 collect)\n'
+            "workers = 0  # processes; 0 = one per core\n"
+            "export_chgcar = False  # also write <calc_id>.mag.vasp for VESTA",
+        ),
+        (
+            "code",
+            "from magnb.split import SplitConfig, split_all\n\n"
+            "result = split_all(\n"
+            "    SplitConfig(data_dir=data_dir, workers=workers, export_chgcar=export_chgcar)\n"
+            ")\n"
+            "print(result.summary())",
+        ),
+        (
+            "code",
+            'columns = ["calc_id", "spin_kind", "nx", "ny", "nz", "electrons", "moment_integral",\n'
+            '           "moment", "moment_source", "moment_flag", "status"]\n'
+            "result.index[columns]",
+        ),
+        (
+            "code",
+            "import plotly.express as px\n\n"
+            'ok = result.index[result.index["status"] == "ok"]\n'
+            "px.scatter(\n"
+            '    ok, x="moment", y="moment_integral", color="run", hover_name="calc_id",\n'
+            '    labels={"moment": "reported moment (muB)", "moment_integral": "integral of m (muB)"},\n'
+            '    title="Integral of the magnetization against the moment VASP reported",\n'
+            ")",
+        ),
+        (
+            "code",
+            "from magnb.split import load_split\n\n"
+            'sample = load_split(ok.iloc[0]["path"])\n'
+            'm = sample.get("magnetization", sample.get("mz"))\n'
+            "if m is not None:\n"
+            "    k = int(abs(m).sum(axis=(0, 1)).argmax())  # the plane where |m| is largest\n"
+            "    px.imshow(\n"
+            '        m[:, :, k].T, origin="lower", color_continuous_scale="RdBu_r",\n'
+            "        color_continuous_midpoint=0.0,\n"
+            "        title=f\"{sample['attrs']['calc_id']}: m in plane {k} along c (muB/A^3)\",\n"
+            "    ).show()",
+        ),
+    ],
+}
+
+
+def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+    nb = new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "magnb",
+        "display_name": "magnb (.venv)",
+        "language": "python",
+    }
+    nb.metadata["language_info"] = {"name": "python"}
+    for kind, source in cells:
+        if kind == "md":
+            nb.cells.append(new_markdown_cell(source))
+        else:
+            cell = new_code_cell(source)
+            if kind == "parameters":
+                cell.metadata["tags"] = ["parameters"]
+            nb.cells.append(cell)
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i}"
+    return nb
+
+
+def main() -> None:
+    out = Path(__file__).resolve().parents[1] / "notebooks"
+    out.mkdir(exist_ok=True)
+    for name, cells in NOTEBOOKS.items():
+        nbformat.write(build(cells), out / name)
+        print(f"wrote {out / name}")
+
+
+if __name__ == "__main__":
+    main()
