@@ -1,0 +1,742 @@
+"""Stage 03, scrape: fixed-shape samples and a label table from the split files, and the loader.
+
+``scrape(config)`` reads ``<data>/split/index.parquet`` and the split files of stage 02 and writes
+
+- ``<data>/dataset.h5``: dataset ``samples``, float32 ``(N, X, Y, Z, C)``, one chunk per sample,
+  compressed; attributes: the config that made it (YAML), the channels and their units, voxel size,
+  which axes are periodic, the normalization statistics (training split only), the input hash;
+- ``<data>/table.parquet``: one row per calculation: ``sample`` (row in ``samples``, -1 when
+  skipped), calc_id, formula, run, source_path, labels (moment, moment_integral,
+  moment_per_magnetic_atom, ``moment_class`` = |moment| > threshold, magnetic ``order``), the
+  split (train/val/test, grouped by formula) and k-fold ``fold``, status and the skip reason.
+
+The samples are streamed: one sample per worker in flight, written as it arrives, so peak memory
+does not grow with N. Shards (``shard=(i, n)``) write their part for a Slurm array and
+:func:`merge_shards` joins them into exactly the single build. Normalization is not baked into
+the samples: its statistics are stored and :class:`DensityDataset` applies them when reading.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from magnb import __version__
+from magnb._io import atomic_path, sha256_text
+from magnb.config import from_mapping, to_mapping
+from magnb.errors import MagnbError
+from magnb.grid import crop_c, resample_cube, resample_fractional, slab_window, tile
+
+CHANNELS = ("m", "m+", "m-", "total", "up", "down", "|m|", "mx", "my", "mz")
+CHANNEL_UNITS = {c: "muB/A^3" for c in CHANNELS} | {
+    "total": "e/A^3",
+    "up": "e/A^3",
+    "down": "e/A^3",
+}
+ORDERS = {"FM": re.compile(r"^(fm|ferro)", re.I), "AFM": re.compile(r"^(afm|antiferro|neel)", re.I)}
+#: elements counted as magnetic when the OUTCAR has no per-site table: 3d, 4d, 5d metals, 4f
+MAGNETIC_ELEMENTS = frozenset(
+    "Sc Ti V Cr Mn Fe Co Ni Cu Y Zr Nb Mo Tc Ru Rh Pd Hf Ta W Re Os Ir Pt "
+    "La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu".split()
+)
+
+
+@dataclass(frozen=True)
+class ScrapeConfig:
+    """Settings of stage 03. ``grid`` is the points per cell (after the c crop), the sample is
+    ``grid * supercell`` points along a, b, c for the fractional representation."""
+
+    data_dir: Path
+    representation: Literal["fractional", "cube"] = "fractional"
+    grid: tuple[int, int, int] = (32, 32, 32)
+    slab_window: float | None = None  #: A along c kept around the slab (None: whole cell)
+    slab_margin: float = 1.0  #: A of vacuum the window must keep beyond the outermost atoms
+    supercell: tuple[int, int, int] = (1, 1, 1)
+    cube_side: float = 12.0  #: A, cube representation
+    cube_points: int = 32  #: voxels per cube edge
+    channels: tuple[str, ...] = ("m+", "m-")
+    normalization: Literal["none", "standard", "maxabs"] = "none"
+    threshold: float = 4.0  #: muB; moment_class = |moment| > threshold
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    stratify: Literal["order", "moment_class", "none"] = "order"
+    kfold: int = 5
+    seed: int = 0
+    workers: int = 0
+    shard: tuple[int, int] | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        for name in ("grid", "supercell", "channels", "fractions"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        unknown = [c for c in self.channels if c not in CHANNELS]
+        if unknown or not self.channels:
+            raise MagnbError(f"unknown channel(s) {unknown}; choose from {list(CHANNELS)}")
+        if len(self.grid) != 3 or any(int(g) < 1 for g in self.grid):
+            raise MagnbError(f"grid must be three positive integers, not {self.grid}")
+        if len(self.supercell) != 3 or any(
+            not float(s).is_integer() or s < 1 for s in self.supercell
+        ):
+            raise MagnbError(f"supercell must be three integers >= 1, not {self.supercell}")
+        if self.representation == "cube" and (
+            self.supercell != (1, 1, 1) or self.slab_window is not None
+        ):
+            raise MagnbError(
+                "supercell and slab_window apply to the fractional representation only"
+            )
+        if (
+            len(self.fractions) != 3
+            or not math.isclose(sum(self.fractions), 1.0)
+            or min(self.fractions) < 0
+        ):
+            raise MagnbError(
+                f"fractions (train, val, test) must be >= 0 and sum to 1: {self.fractions}"
+            )
+        if self.shard is not None and not (0 <= self.shard[0] < self.shard[1]):
+            raise MagnbError(f"shard must be (i, n) with 0 <= i < n, not {self.shard}")
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int, int]:
+        if self.representation == "cube":
+            n = self.cube_points
+            return (n, n, n, len(self.channels))
+        g = [int(a) * int(b) for a, b in zip(self.grid, self.supercell, strict=True)]
+        return (g[0], g[1], g[2], len(self.channels))
+
+    @property
+    def periodic_axes(self) -> tuple[bool, bool, bool]:
+        if self.representation == "cube":
+            return (False, False, False)
+        return (True, True, self.slab_window is None)
+
+    def content_settings(self) -> dict[str, Any]:
+        """The settings that change the dataset's content (not workers, progress, shard)."""
+        d = to_mapping(self)
+        for k in ("data_dir", "workers", "shard", "progress"):
+            d.pop(k)
+        return d
+
+
+@dataclass
+class ScrapeResult:
+    table: pd.DataFrame
+    path: Path
+    skipped_build: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        t = self.table
+        ok = t[t["status"] == "ok"]
+        lines = [
+            f"scrape: {len(ok)} samples of shape {tuple(json.loads(self._shape()))}, "
+            f"{int((t['status'] != 'ok').sum())} skipped"
+            + (" (dataset unchanged, not rebuilt)" if self.skipped_build else "")
+        ]
+        if len(ok):
+            lines.append(
+                "  split sizes: "
+                + ", ".join(f"{k} {v}" for k, v in ok["split"].value_counts().sort_index().items())
+            )
+        for row in t[t["status"] != "ok"].itertuples():
+            lines.append(f"  SKIPPED {row.calc_id}: {row.reason}")
+        return "\n".join(lines)
+
+    def _shape(self) -> str:
+        import h5py
+
+        with h5py.File(self.path, "r") as f:
+            return json.dumps(list(f["samples"].shape[1:]))
+
+
+# --------------------------------------------------------------------------------------------
+# labels and splits
+
+
+def order_from_run(run: str) -> str:
+    """'FM' / 'AFM' from a run tag (``FM``, ``afm_neel``, ``ferro``...), '' when it names neither."""
+    for name, pattern in ORDERS.items():
+        if pattern.match(run or ""):
+            return name
+    return ""
+
+
+def label_table(data_dir: Path, threshold: float) -> pd.DataFrame:
+    """One row per split-index row with its labels, from the split files' attributes."""
+    import h5py
+
+    path = data_dir / "split" / "index.parquet"
+    if not path.is_file():
+        raise MagnbError("no split index: run stage 02 (magnb split) first", path)
+    index = pd.read_parquet(path)
+    rows = []
+    for rec in index.to_dict("records"):
+        row: dict[str, Any] = {
+            "calc_id": rec["calc_id"],
+            "formula": rec["formula"],
+            "run": rec["run"] or "",
+            "order": order_from_run(rec["run"] or ""),
+            "spin_kind": rec["spin_kind"] or "",
+            "source_path": "",
+            "split_file": rec["path"],
+            "status": "ok",
+            "reason": "",
+        }
+        if rec["status"] != "ok":
+            row.update(status="skipped", reason=f"split: {rec['error']}")
+            rows.append(row)
+            continue
+        with h5py.File(rec["path"], "r") as f:
+            a = f.attrs
+            row["source_path"] = str(a["source_path"])
+            row["formula"] = str(a["formula"])
+            moment_reported = float(a["moment"])
+            integral = float(a["moment_integral"])
+            species = [s.decode() for s in f["species"][()]]
+            site = f["site_moments"][()] if "site_moments" in f else None
+            row["input_hash"] = str(a["input_hash"])
+        row["moment_integral"] = integral
+        row["moment"] = moment_reported if not math.isnan(moment_reported) else integral
+        row["moment_source"] = str(rec["moment_source"] or "") or "integral"
+        if site is not None:
+            n_mag = int((np.abs(site) >= 0.5).sum())
+        else:
+            n_mag = sum(1 for s in species if s in MAGNETIC_ELEMENTS)
+        row["n_magnetic"] = n_mag
+        row["moment_per_magnetic_atom"] = row["moment"] / n_mag if n_mag else math.nan
+        row["moment_class"] = (
+            int(abs(row["moment"]) > threshold) if not math.isnan(row["moment"]) else -1
+        )
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for column in ("moment", "moment_integral", "moment_per_magnetic_atom"):
+        if column not in table:
+            table[column] = math.nan
+    return table.sort_values("calc_id", kind="stable").reset_index(drop=True)
+
+
+def assign_splits(
+    table: pd.DataFrame,
+    fractions: tuple[float, float, float],
+    stratify: str,
+    kfold: int,
+    seed: int,
+) -> pd.DataFrame:
+    """Add ``split`` (train/val/test) and ``fold`` columns, grouped by formula: no formula is in
+    two splits (or two folds). Stratified by ``stratify`` where the groups allow it."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    table = table.copy()
+    table["split"] = ""
+    table["fold"] = -1
+    ok = table.index[table["status"] == "ok"]
+    if len(ok) == 0:
+        return table
+    groups = table.loc[ok, "formula"].to_numpy()
+    n_groups = len(set(groups))
+    y = (
+        table.loc[ok, stratify].astype(str).to_numpy()
+        if stratify != "none"
+        else np.zeros(len(ok), dtype=int)
+    )
+
+    def pick(idx: np.ndarray, frac: float, salt: int) -> np.ndarray:
+        """A grouped, stratified subset of about ``frac`` of ``idx`` (positions into ``ok``)."""
+        if frac <= 0 or len(set(groups[idx])) < 2:
+            return np.array([], dtype=int)
+        k = max(2, min(round(1 / frac), len(set(groups[idx]))))
+        splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed + salt)
+        _, held = next(splitter.split(np.zeros(len(idx)), y[idx], groups[idx]))
+        return idx[held]
+
+    every = np.arange(len(ok))
+    train_f, val_f, test_f = fractions
+    test = pick(every, test_f, 0)
+    rest = np.setdiff1d(every, test)
+    val = pick(rest, val_f / max(train_f + val_f, 1e-12), 1) if val_f > 0 else np.array([], int)
+    split = np.full(len(ok), "train", dtype=object)
+    split[test] = "test"
+    split[val] = "val"
+    table.loc[ok, "split"] = split
+    if kfold >= 2 and n_groups >= kfold:
+        splitter = StratifiedGroupKFold(n_splits=kfold, shuffle=True, random_state=seed)
+        folds = np.full(len(ok), -1)
+        for f, (_, held) in enumerate(splitter.split(np.zeros(len(ok)), y, groups)):
+            folds[held] = f
+        table.loc[ok, "fold"] = folds
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# one sample
+
+
+def channel_arrays(split: dict, channels: Iterable[str], where: str) -> list[np.ndarray]:
+    """The requested channels of one split file on its native grid (float64)."""
+    total = split["total"].astype(np.float64)
+    if "magnetization" in split:
+        m = split["magnetization"].astype(np.float64)
+        vec = None
+    elif "mz" in split:
+        vec = [split[k].astype(np.float64) for k in ("mx", "my", "mz")]
+        m = vec[2]  # the collinear-equivalent moment axis: z
+    else:
+        m = vec = None
+    out = []
+    for c in channels:
+        if c != "total" and m is None:
+            raise MagnbError(
+                f"channel {c!r} needs a magnetization, but the run is not spin-polarized", where
+            )
+        if c in ("mx", "my") and vec is None:
+            raise MagnbError(f"channel {c!r} needs a non-collinear run", where)
+        if c == "m" or (c == "mz" and vec is None):
+            out.append(m)
+        elif c == "m+":
+            out.append(np.maximum(m, 0.0))
+        elif c == "m-":
+            out.append(np.maximum(-m, 0.0))
+        elif c == "total":
+            out.append(total)
+        elif c == "up":
+            out.append(0.5 * (total + m))
+        elif c == "down":
+            out.append(0.5 * (total - m))
+        elif c == "|m|":
+            out.append(np.abs(m) if vec is None else np.sqrt(sum(v * v for v in vec)))
+        else:
+            out.append(vec["xyz".index(c[1])])
+    return out
+
+
+def make_sample(
+    split_file: str | Path, config: ScrapeConfig
+) -> tuple[np.ndarray, dict[str, float]]:
+    """One fixed-shape float32 sample (X, Y, Z, C) and its integrals, from a split file."""
+    from magnb.split import load_split
+
+    split = load_split(split_file)
+    where = str(split_file)
+    stack = np.stack(channel_arrays(split, config.channels, where))
+    lattice = split["lattice"]
+    volume = float(split["attrs"]["volume"])
+    nz = stack.shape[-1]
+    info: dict[str, float] = {}
+    if config.representation == "cube":
+        out = np.stack(
+            [resample_cube(ch, lattice, config.cube_side, config.cube_points) for ch in stack]
+        )
+    else:
+        region_volume = volume
+        if config.slab_window is not None:
+            c_len = float(np.linalg.norm(lattice[2]))
+            planes = int(round(config.slab_window / c_len * nz))
+            if planes > nz:
+                raise MagnbError(
+                    f"slab_window {config.slab_window} A is longer than the cell's c = {c_len:.2f} A",
+                    where,
+                )
+            start = slab_window(
+                split["frac_coords"], nz, max(planes, 1), margin=config.slab_margin, c_length=c_len
+            )
+            stack = crop_c(stack, start, max(planes, 1))
+            region_volume = volume * stack.shape[-1] / nz
+        out = resample_fractional(stack, config.grid)
+        if "m" in config.channels or "m+" in config.channels:
+            k = config.channels.index("m") if "m" in config.channels else None
+            m = (
+                out[k]
+                if k is not None
+                else out[config.channels.index("m+")]
+                - (out[config.channels.index("m-")] if "m-" in config.channels else 0.0)
+            )
+            info["moment_sample"] = float(m.mean() * region_volume)
+        out = tile(out, config.supercell)
+    sample = np.ascontiguousarray(np.moveaxis(out, 0, -1), dtype=np.float32)
+    if not np.isfinite(sample).all():
+        raise MagnbError("sample has NaN or infinite values", where)
+    return sample, info
+
+
+def _sample_job(args: tuple[str, ScrapeConfig]) -> tuple[np.ndarray | None, dict, str]:
+    path, config = args
+    try:
+        sample, info = make_sample(path, config)
+        return sample, info, ""
+    except MagnbError as exc:
+        return None, {}, str(exc) if exc.path is not None else f"{path}: {exc}"
+
+
+def _ordered_map(fn: Callable, jobs: list, workers: int) -> Iterator:
+    """``map`` over processes, in order, with at most ``2 * workers`` results in flight."""
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(fn, jobs)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: list[Future] = []
+        it = iter(jobs)
+        for job in it:
+            pending.append(pool.submit(fn, job))
+            if len(pending) >= 2 * workers:
+                yield pending.pop(0).result()
+        while pending:
+            yield pending.pop(0).result()
+
+
+# --------------------------------------------------------------------------------------------
+# the build
+
+
+def prepared_table(config: ScrapeConfig) -> pd.DataFrame:
+    """The label table with rows the channels cannot use marked skipped, and splits assigned."""
+    table = label_table(config.data_dir, config.threshold)
+    needs_m = any(c != "total" for c in config.channels)
+    no_spin = (table["status"] == "ok") & (table["spin_kind"] == "none")
+    if needs_m and no_spin.any():
+        table.loc[no_spin, "status"] = "skipped"
+        table.loc[no_spin, "reason"] = (
+            f"not spin-polarized, but channels {list(config.channels)} need a magnetization"
+        )
+    return assign_splits(table, config.fractions, config.stratify, config.kfold, config.seed)
+
+
+def dataset_paths(data_dir: Path, shard: tuple[int, int] | None = None) -> tuple[Path, Path]:
+    if shard is None:
+        return data_dir / "dataset.h5", data_dir / "table.parquet"
+    i, n = shard
+    return data_dir / f"dataset.shard-{i}-of-{n}.h5", data_dir / f"table.shard-{i}-of-{n}.parquet"
+
+
+def _input_hash(table: pd.DataFrame, config: ScrapeConfig) -> str:
+    inputs = table.get("input_hash", pd.Series(dtype=str)).fillna("").tolist()
+    payload = {
+        "settings": config.content_settings(),
+        "calcs": table["calc_id"].tolist(),
+        "inputs": inputs,
+        "version": 1,
+    }
+    return sha256_text(json.dumps(payload, sort_keys=True, default=str))
+
+
+def _existing_hash(path: Path) -> str | None:
+    import h5py
+
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get("input_hash", ""))
+    except OSError:
+        return None
+
+
+def scrape(config: ScrapeConfig) -> ScrapeResult:
+    """Run stage 03 (or one shard of it). See the module docstring for what it writes."""
+    import h5py
+    from tqdm.auto import tqdm
+
+    data_dir = config.data_dir
+    table = prepared_table(config)
+    input_hash = _input_hash(table, config)
+    h5_path, table_path = dataset_paths(data_dir, config.shard)
+    if _existing_hash(h5_path) == input_hash and table_path.is_file():
+        return ScrapeResult(pd.read_parquet(table_path), h5_path, skipped_build=True)
+    for tmp in data_dir.glob(f".{h5_path.name}.tmp-*"):
+        tmp.unlink(missing_ok=True)
+
+    positions = np.arange(len(table))
+    if config.shard is not None:
+        i, n = config.shard
+        positions = positions[positions % n == i]
+    todo = [p for p in positions if table.at[p, "status"] == "ok"]
+    jobs = [(table.at[p, "split_file"], config) for p in todo]
+    shape = config.sample_shape
+    nchan = shape[-1]
+    table["sample"] = -1
+    for col in ("sum", "sumsq", "maxabs"):
+        table[f"stat_{col}"] = None
+    table["moment_sample"] = math.nan
+    workers = config.workers or os.cpu_count() or 1
+
+    with atomic_path(h5_path) as tmp, h5py.File(tmp, "w") as f:
+        ds = f.create_dataset(
+            "samples",
+            shape=(0, *shape),
+            maxshape=(None, *shape),
+            dtype=np.float32,
+            chunks=(1, *shape),
+            compression="gzip",
+            compression_opts=1,
+            shuffle=True,
+        )
+        n = 0
+        bar = tqdm(total=len(jobs), desc="scrape", unit="sample", disable=not config.progress)
+        for p, (sample, info, error) in zip(
+            todo, _ordered_map(_sample_job, jobs, workers), strict=True
+        ):
+            bar.update()
+            if sample is None:
+                table.loc[p, ["status", "reason"]] = ["skipped", error]
+                continue
+            ds.resize(n + 1, axis=0)
+            ds[n] = sample
+            flat = sample.reshape(-1, nchan).astype(np.float64)
+            table.at[p, "sample"] = n
+            table.at[p, "stat_sum"] = flat.sum(axis=0).tolist()
+            table.at[p, "stat_sumsq"] = (flat * flat).sum(axis=0).tolist()
+            table.at[p, "stat_maxabs"] = np.abs(flat).max(axis=0).tolist()
+            table.at[p, "moment_sample"] = info.get("moment_sample", math.nan)
+            n += 1
+        bar.close()
+        if config.shard is not None:
+            table = table.iloc[positions].reset_index(drop=True)
+        _write_attrs(f, config, table, input_hash)
+
+    with atomic_path(table_path) as tmp:
+        _table_for_disk(table).to_parquet(tmp, index=False)
+    result = ScrapeResult(_table_for_disk(table), h5_path)
+    return result
+
+
+def normalization_stats(
+    table: pd.DataFrame, mode: str, nchan: int, voxels: int
+) -> dict[str, list[float]]:
+    """Per-channel offset and scale from the training rows' per-sample sums (in table order)."""
+    train = table[(table["status"] == "ok") & (table["split"] == "train") & (table["sample"] >= 0)]
+    if mode == "none" or len(train) == 0:
+        return {"offset": [0.0] * nchan, "scale": [1.0] * nchan}
+    sums = np.array(train["stat_sum"].tolist(), dtype=np.float64)
+    if mode == "maxabs":
+        scale = np.array(train["stat_maxabs"].tolist(), dtype=np.float64).max(axis=0)
+        return {"offset": [0.0] * nchan, "scale": np.where(scale > 0, scale, 1.0).tolist()}
+    sumsq = np.array(train["stat_sumsq"].tolist(), dtype=np.float64)
+    count = voxels * len(train)
+    mean = sums.sum(axis=0) / count
+    var = np.maximum(sumsq.sum(axis=0) / count - mean**2, 0.0)
+    std = np.sqrt(var)
+    return {"offset": mean.tolist(), "scale": np.where(std > 0, std, 1.0).tolist()}
+
+
+def _write_attrs(f, config: ScrapeConfig, table: pd.DataFrame, input_hash: str) -> None:
+    import yaml
+
+    shape = config.sample_shape
+    # the settings that made the content (not where it lives or how many workers built it)
+    f.attrs["config"] = yaml.safe_dump(config.content_settings(), sort_keys=False)
+    f.attrs["channels"] = json.dumps(list(config.channels))
+    f.attrs["channel_units"] = json.dumps([CHANNEL_UNITS[c] for c in config.channels])
+    f.attrs["periodic_axes"] = json.dumps(list(config.periodic_axes))
+    f.attrs["representation"] = config.representation
+    f.attrs["normalization"] = config.normalization
+    stats = normalization_stats(table, config.normalization, shape[-1], int(np.prod(shape[:3])))
+    f.attrs["norm_offset"] = json.dumps(stats["offset"])
+    f.attrs["norm_scale"] = json.dumps(stats["scale"])
+    f.attrs["input_hash"] = input_hash
+    f.attrs["magnb_version"] = __version__
+    f.attrs["layout"] = "samples[n, x, y, z, channel]; row n is table.parquet's 'sample' column"
+
+
+def _table_for_disk(table: pd.DataFrame) -> pd.DataFrame:
+    out = table.copy()
+    for col in ("stat_sum", "stat_sumsq", "stat_maxabs"):
+        out[col] = [json.dumps(v) if v is not None else "" for v in out[col]]
+    return out
+
+
+def _stats_from_disk(table: pd.DataFrame) -> pd.DataFrame:
+    out = table.copy()
+    for col in ("stat_sum", "stat_sumsq", "stat_maxabs"):
+        out[col] = [json.loads(v) if v else None for v in out[col]]
+    return out
+
+
+def merge_shards(data_dir: str | Path, n: int) -> Path:
+    """Join ``n`` shard builds into ``dataset.h5`` and ``table.parquet``, identical to a single
+    build (samples in calc_id order, normalization from the training rows)."""
+    import h5py
+    import yaml
+
+    data_dir = Path(data_dir)
+    parts = []
+    for i in range(n):
+        h5, tab = dataset_paths(data_dir, (i, n))
+        if not h5.is_file() or not tab.is_file():
+            raise MagnbError(f"shard {i} of {n} is missing: run scrape with shard=({i}, {n})", h5)
+        parts.append((h5, _stats_from_disk(pd.read_parquet(tab)), i))
+    table = pd.concat([t.assign(shard_index=i, shard_sample=t["sample"]) for _, t, i in parts])
+    table = table.sort_values("calc_id", kind="stable").reset_index(drop=True)
+    ok = table["sample"] >= 0
+    table.loc[ok, "sample"] = np.arange(int(ok.sum()))
+    h5_path, table_path = dataset_paths(data_dir)
+    sources = [h5py.File(p, "r") for p, _, _ in parts]
+    try:
+        first = sources[0]
+        shape = first["samples"].shape[1:]
+        config_map = yaml.safe_load(first.attrs["config"])
+        config = from_mapping(ScrapeConfig, {**config_map, "data_dir": str(data_dir)})
+        with atomic_path(h5_path) as tmp, h5py.File(tmp, "w") as f:
+            ds = f.create_dataset(
+                "samples",
+                shape=(int(ok.sum()), *shape),
+                dtype=np.float32,
+                chunks=(1, *shape),
+                compression="gzip",
+                compression_opts=1,
+                shuffle=True,
+            )
+            for row in table[ok].itertuples():
+                ds[row.sample] = sources[row.shard_index]["samples"][int(row.shard_sample)]
+            clean = table.drop(columns=["shard_index", "shard_sample"])
+            full_hash = _input_hash(prepared_table(config), config)
+            _write_attrs(f, config, clean, full_hash)
+    finally:
+        for s in sources:
+            s.close()
+    with atomic_path(table_path) as tmp:
+        _table_for_disk(clean).to_parquet(tmp, index=False)
+    return h5_path
+
+
+def read_table(data_dir: str | Path) -> pd.DataFrame:
+    path = Path(data_dir) / "table.parquet"
+    if not path.is_file():
+        raise MagnbError("no dataset table: run stage 03 (magnb scrape) first", path)
+    return pd.read_parquet(path)
+
+
+# --------------------------------------------------------------------------------------------
+# the loader
+
+LABELS = ("order", "moment_class", "moment", "moment_per_magnetic_atom")
+
+
+def _keras_pydataset() -> type:
+    import keras
+
+    return keras.utils.PyDataset
+
+
+class DensityDataset(_keras_pydataset()):  # type: ignore[misc]
+    """Batches ``(x, y)`` streamed from ``dataset.h5`` for one split, as a Keras 3 ``PyDataset``
+    (works on every backend, with ``workers``/``use_multiprocessing`` for parallel reading).
+
+    ``x`` is float32 ``(batch, X, Y, Z, C)`` with the stored normalization applied; ``y`` is the
+    label column: ``order`` (0 = AFM, 1 = FM), ``moment_class`` (0/1), or a float moment.
+    With ``augment``, each sample is rolled by a random whole number of voxels along each periodic
+    axis (exact for periodic densities). Shuffling and rolls are seeded by (seed, epoch, batch).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        split: str | None = "train",
+        label: str = "order",
+        batch_size: int = 8,
+        shuffle: bool = True,
+        augment: bool = False,
+        seed: int = 0,
+        rows: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        import h5py
+
+        data_dir = Path(data_dir)
+        self.path = data_dir / "dataset.h5"
+        if not self.path.is_file():
+            raise MagnbError("no dataset: run stage 03 (magnb scrape) first", self.path)
+        if label not in LABELS:
+            raise MagnbError(f"unknown label {label!r}; choose from {list(LABELS)}")
+        table = read_table(data_dir)
+        table = table[(table["status"] == "ok") & (table["sample"] >= 0)]
+        if split is not None:
+            table = table[table["split"] == split]
+        if rows is not None:
+            table = table.iloc[rows]
+        if label == "order":
+            table = table[table["order"].isin(["FM", "AFM"])]
+        if label == "moment_class":
+            table = table[table["moment_class"] >= 0]
+        if len(table) == 0:
+            raise MagnbError(f"no samples in split {split!r} with a {label!r} label", self.path)
+        self.table = table.reset_index(drop=True)
+        self.label = label
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        with h5py.File(self.path, "r") as f:
+            self.offset = np.array(json.loads(f.attrs["norm_offset"]), dtype=np.float32)
+            self.scale = np.array(json.loads(f.attrs["norm_scale"]), dtype=np.float32)
+            self.periodic = json.loads(f.attrs["periodic_axes"])
+            self.sample_shape = tuple(f["samples"].shape[1:])
+        self._file = None
+        self._pid = None
+        self._order = self._permutation()
+
+    @property
+    def labels(self) -> np.ndarray:
+        """All labels of this split, in table order (not shuffled)."""
+        return self._labels(np.arange(len(self.table)))
+
+    def _labels(self, idx: np.ndarray) -> np.ndarray:
+        col = self.table[self.label].to_numpy()[idx]
+        if self.label == "order":
+            return (col == "FM").astype(np.int32)
+        if self.label == "moment_class":
+            return col.astype(np.int32)
+        return col.astype(np.float32)
+
+    def _permutation(self) -> np.ndarray:
+        n = len(self.table)
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(n)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.table) / self.batch_size)
+
+    def _h5(self):
+        import h5py
+
+        if self._file is None or self._pid != os.getpid():  # one handle per worker process
+            self._file = h5py.File(self.path, "r")
+            self._pid = os.getpid()
+        return self._file
+
+    def read(self, idx: np.ndarray) -> np.ndarray:
+        """Normalized samples for table rows ``idx`` (no augmentation), in that order."""
+        rows = self.table["sample"].to_numpy()[idx].astype(np.int64)
+        order = np.argsort(rows)
+        data = np.empty((len(rows), *self.sample_shape), dtype=np.float32)
+        data[order] = self._h5()["samples"][rows[order]]
+        return (data - self.offset) / self.scale
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if i < 0 or i >= len(self):
+            raise IndexError(i)
+        idx = self._order[i * self.batch_size : (i + 1) * self.batch_size]
+        x = self.read(idx)
+        if self.augment:
+            rng = np.random.default_rng([self.seed, self.epoch, i])
+            for k in range(len(x)):
+                shifts = [
+                    int(rng.integers(n)) if p else 0
+                    for n, p in zip(x.shape[1:4], self.periodic, strict=True)
+                ]
+                x[k] = np.roll(x[k], shifts, axis=(0, 1, 2))
+        return x, self._labels(idx)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._order = self._permutation()

@@ -1,0 +1,232 @@
+"""Stage 03: samples that belong to their labels, grouped splits, resumable and sharded builds,
+and the streaming loader."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from magnb.collect import CollectConfig, collect
+from magnb.dataset import (
+    DensityDataset,
+    ScrapeConfig,
+    assign_splits,
+    make_sample,
+    merge_shards,
+    order_from_run,
+    scrape,
+)
+from magnb.errors import MagnbError
+from magnb.split import SplitConfig, load_split, split_all
+from tests.conftest import REPO_ROOT, make_fixture_tree
+
+
+@pytest.fixture(scope="module")
+def split_data(tmp_path_factory, vasp_dir) -> Path:
+    """A data folder with stages 01-02 done on the real fixtures (shared, copied per test)."""
+    root = tmp_path_factory.mktemp("fixture_data")
+    tree = make_fixture_tree(root / "calcs", vasp_dir)
+    collect(CollectConfig(source=tree, data_dir=root / "data", progress=False))
+    split_all(SplitConfig(data_dir=root / "data", progress=False, workers=1))
+    return root / "data"
+
+
+@pytest.fixture
+def data(split_data, tmp_path) -> Path:
+    dest = tmp_path / "data"
+    shutil.copytree(split_data, dest)
+    return dest
+
+
+def config(data: Path, **kw) -> ScrapeConfig:
+    base = dict(grid=(12, 12, 12), channels=("m", "total"), kfold=0, progress=False, workers=1)
+    return ScrapeConfig(data_dir=data, **(base | kw))
+
+
+def _content(path: Path) -> tuple[bytes, dict]:
+    with h5py.File(path) as f:
+        return f["samples"][()].tobytes(), {k: str(v) for k, v in f.attrs.items()}
+
+
+def test_each_label_belongs_to_its_density(data):
+    """Shuffle the input order; every sample must still match its own calculation's density,
+    and the moment label must equal the integral of that very sample."""
+    index_path = data / "split/index.parquet"
+    index = pd.read_parquet(index_path)
+    index.sample(frac=1.0, random_state=3).to_parquet(index_path, index=False)
+    cfg = config(data)
+    result = scrape(cfg)
+    table = result.table
+    ok = table[table["status"] == "ok"]
+    assert len(ok) == 5, result.summary()  # the 5 spin-polarized fixtures
+    assert list(table["calc_id"]) == sorted(table["calc_id"])
+    with h5py.File(data / "dataset.h5") as f:
+        samples = f["samples"][()]
+    assert samples.shape == (5, 12, 12, 12, 2)
+    for row in ok.itertuples():
+        x = samples[row.sample]
+        expected, _ = make_sample(row.split_file, cfg)
+        np.testing.assert_array_equal(x, expected)
+        split = load_split(row.split_file)
+        assert split["attrs"]["calc_id"] == row.calc_id
+        volume = float(split["attrs"]["volume"])
+        integral = x[..., 0].astype(np.float64).mean() * volume
+        assert integral == pytest.approx(row.moment_integral, abs=1e-4 + 1e-3 * abs(row.moment))
+        assert x[..., 1].astype(np.float64).mean() * volume == pytest.approx(
+            split["attrs"]["electrons"], rel=1e-3
+        )
+
+
+def test_non_spin_runs_are_skipped_with_a_reason(data):
+    table = scrape(config(data)).table.set_index("calc_id")
+    assert table.loc["NO__unpolarized", "status"] == "skipped"
+    assert "not spin-polarized" in table.loc["NO__unpolarized", "reason"]
+    total_only = scrape(config(data, channels=("total",))).table.set_index("calc_id")
+    assert total_only.loc["NO__unpolarized", "status"] == "ok"
+
+
+def test_bad_settings_are_clear_errors(data):
+    with pytest.raises(MagnbError, match="unknown channel"):
+        config(data, channels=("m", "spin"))
+    with pytest.raises(MagnbError, match="supercell"):
+        config(data, supercell=(2, 0, 1))
+    with pytest.raises(MagnbError, match="fractions"):
+        config(data, fractions=(0.5, 0.5, 0.5))
+
+
+def test_window_that_cannot_hold_the_cell_is_skipped(data):
+    # NO's atoms sit at c = 0.26 and 0.57 of 4 A: a 1 A window cannot hold them
+    table = scrape(config(data, slab_window=1.0, slab_margin=0.0)).table.set_index("calc_id")
+    assert table.loc["NO__polarized", "status"] == "skipped"
+    assert "NO__polarized.h5" in table.loc["NO__polarized", "reason"]
+
+
+def test_grouped_splits_share_no_formula():
+    rng = np.random.default_rng(0)
+    formulas = [f"Cr{i}Te3" for i in range(40)]
+    rows = [
+        {"calc_id": f"{f}__{o}", "formula": f, "order": o, "status": "ok"}
+        for f in formulas
+        for o in ("FM", "AFM")
+        if rng.random() > 0.1
+    ]
+    table = assign_splits(pd.DataFrame(rows), (0.7, 0.15, 0.15), "order", 5, seed=1)
+    by_split = table.groupby("split")["formula"].apply(set)
+    assert set(by_split.index) == {"train", "val", "test"}
+    assert not by_split["train"] & by_split["val"]
+    assert not by_split["train"] & by_split["test"]
+    assert not by_split["val"] & by_split["test"]
+    assert 0.08 < (table["split"] == "test").mean() < 0.25
+    assert table.groupby("formula")["fold"].nunique().max() == 1
+    assert sorted(table["fold"].unique()) == [0, 1, 2, 3, 4]
+    again = assign_splits(pd.DataFrame(rows), (0.7, 0.15, 0.15), "order", 5, seed=1)
+    pd.testing.assert_frame_equal(table, again)
+
+
+def test_order_from_run_tag():
+    assert [order_from_run(r) for r in ("FM", "afm", "AFM_neel", "ferro", "nm", "")] == [
+        "FM", "AFM", "AFM", "FM", "", "",
+    ]  # fmt: skip
+
+
+def test_sharded_build_equals_single_build(data, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    scrape(config(data, normalization="standard"))
+    for i in range(3):
+        scrape(config(other, normalization="standard", shard=(i, 3)))
+    merge_shards(other, 3)
+    a, b = _content(data / "dataset.h5"), _content(other / "dataset.h5")
+    assert a[0] == b[0]
+    assert a[1] == b[1]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(data / "table.parquet"), pd.read_parquet(other / "table.parquet")
+    )
+
+
+def test_rerun_skips_an_unchanged_build(data):
+    first = scrape(config(data))
+    mtime = (data / "dataset.h5").stat().st_mtime_ns
+    second = scrape(config(data))
+    assert second.skipped_build and (data / "dataset.h5").stat().st_mtime_ns == mtime
+    pd.testing.assert_frame_equal(first.table, second.table)
+    third = scrape(config(data, grid=(10, 10, 10)))
+    assert not third.skipped_build
+
+
+@pytest.mark.slow
+def test_kill_9_mid_scrape_then_rerun_equals_uninterrupted(tmp_path, vasp_dir):
+    src = tmp_path / "calcs"
+    for i in range(12):
+        shutil.copytree(vasp_dir / "si_static", src / f"Si{i}" / "static")
+        shutil.copytree(vasp_dir / "nitric_oxide/polarized", src / f"NO{i}" / "polarized")
+    data = tmp_path / "data"
+    collect(CollectConfig(source=src, data_dir=data, progress=False))
+    split_all(SplitConfig(data_dir=data, progress=False, workers=2))
+    clean = tmp_path / "clean"
+    shutil.copytree(data, clean)
+    code = (
+        "from magnb.dataset import ScrapeConfig, scrape; import sys;"
+        "scrape(ScrapeConfig(data_dir=sys.argv[1], grid=(96, 96, 96), workers=1, kfold=0))"
+    )
+    scrape(ScrapeConfig(data_dir=clean, grid=(96, 96, 96), workers=1, kfold=0, progress=False))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(data)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(data.glob(".dataset.h5.tmp-*")):
+        time.sleep(0.01)
+    time.sleep(0.5)
+    assert proc.poll() is None, "the scrape finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (data / "dataset.h5").exists()
+    subprocess.run([sys.executable, "-c", code, str(data)], cwd=REPO_ROOT, check=True)
+    assert _content(clean / "dataset.h5") == _content(data / "dataset.h5")
+    assert not list(data.glob(".dataset.h5.tmp-*"))
+
+
+def test_loader_batches_labels_normalization_and_rolls(data):
+    scrape(config(data, normalization="standard", fractions=(1.0, 0.0, 0.0)))
+    table = pd.read_parquet(data / "table.parquet")
+    plain = DensityDataset(data, split="train", label="moment", batch_size=4, shuffle=False)
+    assert len(plain) == 2  # 5 samples in batches of 4
+    x, y = plain[0]
+    assert x.shape == (4, 12, 12, 12, 2) and y.dtype == np.float32
+    ok = table[table["status"] == "ok"].reset_index(drop=True)
+    np.testing.assert_allclose(y, ok["moment"].to_numpy()[:4].astype(np.float32))
+    # standard normalization from the training rows: mean 0, std 1 over the whole split
+    everything = np.concatenate([plain[i][0] for i in range(len(plain))])
+    np.testing.assert_allclose(everything.reshape(-1, 2).mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(everything.reshape(-1, 2).std(axis=0), 1.0, rtol=1e-3)
+
+    rolled = DensityDataset(data, label="moment", batch_size=5, shuffle=True, augment=True, seed=5)
+    xa, ya = rolled[0]
+    order = rolled._order[:5]
+    base = plain.read(order)
+    for k in range(5):
+        matches = [
+            np.array_equal(np.roll(base[k], (i, j, h), axis=(0, 1, 2)), xa[k])
+            for i in range(12)
+            for j in range(12)
+            for h in range(12)
+        ]
+        assert sum(matches) >= 1, "an augmented sample must be a whole-voxel roll of its original"
+    np.testing.assert_allclose(ya, plain.labels[order])
+    first = rolled._order.copy()
+    rolled.on_epoch_end()
+    assert not np.array_equal(first, rolled._order)
+    with pytest.raises(MagnbError, match="unknown label"):
+        DensityDataset(data, label="colour")
