@@ -9,6 +9,7 @@ magnb demo [--out demo]          the main job on the demo data: synth, then note
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,6 +78,63 @@ def cmd_split(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scrape(args: argparse.Namespace) -> int:
+    from magnb.config import from_mapping, load_yaml
+    from magnb.dataset import ScrapeConfig, scrape
+
+    settings = load_yaml(args.config) if args.config else {}
+    settings["data_dir"] = args.data
+    if args.workers is not None:
+        settings["workers"] = args.workers
+    if args.shard:
+        try:
+            i, n = (int(v) for v in args.shard.split("/"))
+        except ValueError as exc:
+            raise MagnbError(f"--shard takes i/n (e.g. 0/4), not {args.shard!r}") from exc
+        settings["shard"] = [i, n]
+    config = from_mapping(ScrapeConfig, settings, args.config or "command line")
+    print(scrape(config).summary())
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from magnb.dataset import merge_shards
+
+    path = merge_shards(args.data, args.shards)
+    print(f"merge: {args.shards} shards joined into {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from magnb.config import load_train_config
+    from magnb.train import train
+
+    overrides = {}
+    if args.force:
+        overrides["force"] = True
+    result = train(load_train_config(args.config, **overrides))
+    print(result.summary())
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from magnb.train import list_runs
+
+    runs = list_runs(args.runs)
+    if runs.empty:
+        print(f"no finished runs in {args.runs}")
+    else:
+        print(runs.to_string(index=False))
+    return 0
+
+
+def cmd_run_id(args: argparse.Namespace) -> int:
+    from magnb.config import load_train_config
+
+    print(load_train_config(args.config).run_id)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from magnb.synth import SynthConfig, write_demo_tree
 
@@ -87,14 +145,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = SynthConfig(**({"n_compounds": args.compounds} if args.compounds else {}))
     folders = write_demo_tree(source, config)
     print(f"demo: {len(folders)} generated calculations in {source} (synthetic demo data, not DFT)")
+    runs = out / "runs"
     steps = [
         ("01_collect.ipynb", {"source_dir": str(source), "data_dir": str(data)}),
         ("02_split.ipynb", {"data_dir": str(data)}),
+        ("03_scrape.ipynb", {"data_dir": str(data)}),
+        ("04_train.ipynb", {"dataset_dir": str(data), "runs_dir": str(runs)}),
     ]
     for name, params in steps:
         print(f"demo: running {name}")
         run_notebook(name, executed, params)
-    print(f"demo: done; executed notebooks in {executed}, data in {data}")
+    from magnb.train import list_runs
+
+    print(f"demo: done; executed notebooks in {executed}, data in {data}, runs in {runs}")
+    for run_dir in sorted(runs.glob("*/metrics.json")):
+        metrics = json.loads(run_dir.read_text())
+        from magnb.baselines import format_table
+
+        print(f"\n{run_dir.parent.name}: {metrics['label']} on the test split")
+        print(format_table(metrics["test"]))
+    if not list_runs(runs).empty:
+        print(f"\nrun registry: magnb runs {runs}")
     return 0
 
 
@@ -104,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write the generated demo calculation tree")
     p.add_argument("out", help="folder to write the tree into")
-    p.add_argument("--compounds", type=int, default=0, help="number of compounds (default: all)")
+    p.add_argument("--compounds", type=int, default=0, help="number of compounds (default: 32)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("collect", help="stage 01: gather VASP runs into a data folder")
@@ -120,9 +191,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chgcar", action="store_true", help="also export CHGCARs for VESTA")
     p.set_defaults(func=cmd_split)
 
+    p = sub.add_parser("scrape", help="stage 03: fixed-shape samples and labels")
+    p.add_argument("data", help="magnb data folder (with split/)")
+    p.add_argument("--config", help="YAML file of ScrapeConfig settings")
+    p.add_argument("--workers", type=int, default=None, help="processes (0: one per core)")
+    p.add_argument("--shard", help="build shard i of n (i/n), for Slurm job arrays")
+    p.set_defaults(func=cmd_scrape)
+
+    p = sub.add_parser("merge", help="join the shards of a sharded scrape")
+    p.add_argument("data", help="magnb data folder")
+    p.add_argument("--shards", type=int, required=True, help="number of shards")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("train", help="stage 04: train and evaluate from a config")
+    p.add_argument("config", help="YAML file of TrainConfig settings")
+    p.add_argument("--force", action="store_true", help="retrain a finished run")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("runs", help="the run registry as a table")
+    p.add_argument("runs", nargs="?", default="runs", help="runs folder (default: runs)")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("run-id", help="print the run folder name a config trains into")
+    p.add_argument("config", help="YAML file of TrainConfig settings")
+    p.set_defaults(func=cmd_run_id)
+
     p = sub.add_parser("demo", help="the main job on generated demo data")
     p.add_argument("--out", default="demo", help="output folder (default: demo)")
-    p.add_argument("--compounds", type=int, default=0, help="number of compounds (default: all)")
+    p.add_argument("--compounds", type=int, default=0, help="number of compounds (default: 32)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -11,6 +11,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
@@ -157,3 +158,98 @@ def to_mapping(obj: Any) -> dict[str, Any]:
         return v
 
     return plain(obj)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs: the dataset, the model, the fit, the distribution.
+
+    Load it with :func:`load_train_config` (YAML) or :func:`train_config_from_notebook`
+    (papermill parameters); unknown keys and wrong types are errors. Relative paths are taken
+    from the working directory of the process that trains.
+    """
+
+    dataset_dir: Path = Path("demo/data")  #: folder with dataset.h5 and table.parquet
+    runs_dir: Path = Path("runs")
+    name: str = "default"  #: run folder is runs_dir/<name>-<hash of the config>
+    label: Literal["order", "moment_class", "moment", "moment_per_magnetic_atom"] = "order"
+    channels: tuple[str, ...] | None = None  #: if given, must equal the dataset's channels
+    model: Literal["default", "seed_base"] = "default"
+    filters: tuple[int, ...] = (8, 16)
+    kernel_size: tuple[int, ...] = (7, 5)
+    pool: tuple[int, ...] = (2, 2)
+    dense: tuple[int, ...] = (32,)
+    dropout: float = 0.2
+    activation: str = "relu"
+    epochs: int = 20
+    batch_size: int = 8  #: per replica; the global batch is this times the replica count
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    learning_rate: float = 1e-3
+    lr_schedule: Literal["constant", "cosine", "plateau"] = "constant"
+    early_stopping: int = 0  #: patience in epochs on val_loss; 0 switches it off
+    class_weight: Literal["none", "balanced"] = "balanced"
+    augment: bool = True  #: random whole-voxel periodic translations of training samples
+    seed: int = 0
+    strategy: Literal["auto", "default", "mirrored", "multiworker"] = "auto"
+    cpu_replicas: int = 0  #: with no GPU, split the CPU into this many logical devices
+    workers: int = 1  #: PyDataset reader threads
+    force: bool = False  #: retrain even if the run folder holds finished metrics
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dataset_dir", Path(self.dataset_dir))
+        object.__setattr__(self, "runs_dir", Path(self.runs_dir))
+        for name in ("filters", "kernel_size", "pool", "dense"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.channels is not None:
+            object.__setattr__(self, "channels", tuple(self.channels))
+        if self.epochs < 1 or self.batch_size < 1:
+            raise MagnbError("epochs and batch_size must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise MagnbError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.learning_rate <= 0:
+            raise MagnbError(f"learning_rate must be > 0, not {self.learning_rate}")
+        if any(v < 1 for v in (*self.filters, *self.kernel_size, *self.pool, *self.dense)):
+            raise MagnbError("filters, kernel_size, pool and dense entries must be >= 1")
+        if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
+            raise MagnbError(f"name {self.name!r} must be letters, digits, '-', '_' or '.'")
+
+    def content_hash(self) -> str:
+        """Hash of the settings that change what is trained (not paths, workers or force)."""
+        import hashlib
+        import json
+
+        d = to_mapping(self)
+        for k in ("dataset_dir", "runs_dir", "workers", "force"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.name}-{self.content_hash()[:10]}"
+
+
+def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """A TrainConfig from a YAML file (plus keyword overrides)."""
+    data = load_yaml(path)
+    data.update(overrides)
+    return from_mapping(TrainConfig, data, str(path))
+
+
+def train_config_from_notebook(namespace: Mapping[str, Any], before: set[str]) -> TrainConfig:
+    """A TrainConfig from a notebook's globals after papermill injected its parameters.
+
+    ``before`` holds the names that existed at the end of the ``parameters`` cell: a name that
+    papermill added beyond them is a key TrainConfig does not know, and an error.
+    """
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    plain = (str, int, float, bool, list, dict, tuple, type(None))  # what papermill can inject
+    injected = {
+        k
+        for k, v in namespace.items()
+        if k not in before and not k.startswith("_") and isinstance(v, plain)
+    }
+    unknown = sorted(injected - names)
+    if unknown:
+        raise MagnbError(f"unknown key(s) {', '.join(unknown)}", "notebook parameters")
+    values = {k: namespace[k] for k in names if k in namespace}
+    return from_mapping(TrainConfig, values, "notebook parameters")

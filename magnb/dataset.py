@@ -666,6 +666,11 @@ class DensityDataset(_keras_pydataset()):  # type: ignore[misc]
             table = table[table["order"].isin(["FM", "AFM"])]
         if label == "moment_class":
             table = table[table["moment_class"] >= 0]
+        self.dropped_nonfinite = 0
+        if label in ("moment", "moment_per_magnetic_atom"):
+            finite = np.isfinite(table[label].astype(float))  # NaN e.g. with no magnetic atom
+            self.dropped_nonfinite = int((~finite).sum())
+            table = table[finite]
         if len(table) == 0:
             raise MagnbError(f"no samples in split {split!r} with a {label!r} label", self.path)
         self.table = table.reset_index(drop=True)

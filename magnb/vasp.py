@@ -557,22 +557,25 @@ def _fortran_e(values: NDArray[np.float64]) -> NDArray[np.bytes_]:
     return out.astype("S")
 
 
-def format_grid(data: NDArray[np.floating], per_line: int = 5) -> bytes:
-    """A grid block's values in VASP order (x fastest), ``per_line`` per line, as bytes."""
+def format_grid(data: NDArray[np.floating], per_line: int = 5, chunk_lines: int = 200_000) -> bytes:
+    """A grid block's values in VASP order (x fastest), ``per_line`` per line, as bytes.
+
+    Formats ``chunk_lines`` lines at a time so the temporary string arrays stay small.
+    """
     flat = np.asarray(data, dtype=np.float64).ravel(order="F")
-    strings = _fortran_e(flat)
-    n = strings.size
+    n = flat.size
     full = n - n % per_line
-    body = b""
-    if full:
-        rows = strings[:full].reshape(-1, per_line)
+    parts = []
+    step = chunk_lines * per_line
+    for start in range(0, full, step):
+        rows = _fortran_e(flat[start : min(start + step, full)]).reshape(-1, per_line)
         joined = rows[:, 0]
         for k in range(1, per_line):
             joined = np.char.add(joined, rows[:, k])
-        body = b"\n".join(joined.tolist()) + b"\n"
+        parts.append(b"\n".join(joined.tolist()) + b"\n")
     if n % per_line:
-        body += b"".join(strings[full:].tolist()) + b"\n"
-    return body
+        parts.append(b"".join(_fortran_e(flat[full:]).tolist()) + b"\n")
+    return b"".join(parts)
 
 
 def write_chgcar(
