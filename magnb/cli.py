@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -84,6 +85,8 @@ def cmd_scrape(args: argparse.Namespace) -> int:
 
     settings = load_yaml(args.config) if args.config else {}
     settings["data_dir"] = args.data
+    if args.out:
+        settings["out_dir"] = args.out
     if args.workers is not None:
         settings["workers"] = args.workers
     if args.shard:
@@ -100,7 +103,7 @@ def cmd_scrape(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from magnb.dataset import merge_shards
 
-    path = merge_shards(args.data, args.shards)
+    path = merge_shards(args.data, args.shards, args.out)
     print(f"merge: {args.shards} shards joined into {path}")
     return 0
 
@@ -136,6 +139,7 @@ def cmd_run_id(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from magnb.config import TrainConfig, from_mapping
     from magnb.synth import SynthConfig, write_demo_tree
 
     out = Path(args.out).resolve()
@@ -154,7 +158,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ]
     for name, params in steps:
         print(f"demo: running {name}")
-        run_notebook(name, executed, params)
+        notebook = run_notebook(name, executed, params)
+        if name == "04_train.ipynb":  # the executed notebook belongs with the run it made
+            run_id = from_mapping(TrainConfig, params).run_id
+            shutil.copyfile(notebook, runs / run_id / name)
     from magnb.train import list_runs
 
     print(f"demo: done; executed notebooks in {executed}, data in {data}, runs in {runs}")
@@ -196,11 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML file of ScrapeConfig settings")
     p.add_argument("--workers", type=int, default=None, help="processes (0: one per core)")
     p.add_argument("--shard", help="build shard i of n (i/n), for Slurm job arrays")
+    p.add_argument("--out", help="folder for dataset.h5 and table.parquet (default: DATA)")
     p.set_defaults(func=cmd_scrape)
 
     p = sub.add_parser("merge", help="join the shards of a sharded scrape")
     p.add_argument("data", help="magnb data folder")
     p.add_argument("--shards", type=int, required=True, help="number of shards")
+    p.add_argument("--out", help="folder holding the shards (default: DATA)")
     p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("train", help="stage 04: train and evaluate from a config")

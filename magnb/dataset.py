@@ -56,7 +56,8 @@ class ScrapeConfig:
     """Settings of stage 03. ``grid`` is the points per cell (after the c crop), the sample is
     ``grid * supercell`` points along a, b, c for the fractional representation."""
 
-    data_dir: Path
+    data_dir: Path  #: magnb data folder holding split/ (from stage 02)
+    out_dir: Path | None = None  #: where dataset.h5 and table.parquet go (default: data_dir)
     representation: Literal["fractional", "cube"] = "fractional"
     grid: tuple[int, int, int] = (32, 32, 32)
     slab_window: float | None = None  #: A along c kept around the slab (None: whole cell)
@@ -77,6 +78,8 @@ class ScrapeConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.out_dir is not None:
+            object.__setattr__(self, "out_dir", Path(self.out_dir))
         for name in ("grid", "supercell", "channels", "fractions"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         unknown = [c for c in self.channels if c not in CHANNELS]
@@ -114,6 +117,11 @@ class ScrapeConfig:
         return (g[0], g[1], g[2], len(self.channels))
 
     @property
+    def dataset_dir(self) -> Path:
+        """The folder that receives dataset.h5 and table.parquet."""
+        return self.out_dir if self.out_dir is not None else self.data_dir
+
+    @property
     def periodic_axes(self) -> tuple[bool, bool, bool]:
         if self.representation == "cube":
             return (False, False, False)
@@ -122,7 +130,7 @@ class ScrapeConfig:
     def content_settings(self) -> dict[str, Any]:
         """The settings that change the dataset's content (not workers, progress, shard)."""
         d = to_mapping(self)
-        for k in ("data_dir", "workers", "shard", "progress"):
+        for k in ("data_dir", "out_dir", "workers", "shard", "progress"):
             d.pop(k)
         return d
 
@@ -444,13 +452,14 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
     import h5py
     from tqdm.auto import tqdm
 
-    data_dir = config.data_dir
+    out_dir = config.dataset_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
     table = prepared_table(config)
     input_hash = _input_hash(table, config)
-    h5_path, table_path = dataset_paths(data_dir, config.shard)
+    h5_path, table_path = dataset_paths(out_dir, config.shard)
     if _existing_hash(h5_path) == input_hash and table_path.is_file():
         return ScrapeResult(pd.read_parquet(table_path), h5_path, skipped_build=True)
-    for tmp in data_dir.glob(f".{h5_path.name}.tmp-*"):
+    for tmp in out_dir.glob(f".{h5_path.name}.tmp-*"):
         tmp.unlink(missing_ok=True)
 
     positions = np.arange(len(table))
@@ -559,16 +568,18 @@ def _stats_from_disk(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def merge_shards(data_dir: str | Path, n: int) -> Path:
-    """Join ``n`` shard builds into ``dataset.h5`` and ``table.parquet``, identical to a single
-    build (samples in calc_id order, normalization from the training rows)."""
+def merge_shards(data_dir: str | Path, n: int, out_dir: str | Path | None = None) -> Path:
+    """Join ``n`` shard builds in ``out_dir`` (default ``data_dir``) into ``dataset.h5`` and
+    ``table.parquet`` there, identical to a single build (samples in calc_id order, normalization
+    from the training rows). ``data_dir`` is the data folder the shards were scraped from."""
     import h5py
     import yaml
 
     data_dir = Path(data_dir)
+    out = Path(out_dir) if out_dir is not None else data_dir
     parts = []
     for i in range(n):
-        h5, tab = dataset_paths(data_dir, (i, n))
+        h5, tab = dataset_paths(out, (i, n))
         if not h5.is_file() or not tab.is_file():
             raise MagnbError(f"shard {i} of {n} is missing: run scrape with shard=({i}, {n})", h5)
         parts.append((h5, _stats_from_disk(pd.read_parquet(tab)), i))
@@ -576,13 +587,15 @@ def merge_shards(data_dir: str | Path, n: int) -> Path:
     table = table.sort_values("calc_id", kind="stable").reset_index(drop=True)
     ok = table["sample"] >= 0
     table.loc[ok, "sample"] = np.arange(int(ok.sum()))
-    h5_path, table_path = dataset_paths(data_dir)
+    h5_path, table_path = dataset_paths(out)
     sources = [h5py.File(p, "r") for p, _, _ in parts]
     try:
         first = sources[0]
         shape = first["samples"].shape[1:]
         config_map = yaml.safe_load(first.attrs["config"])
-        config = from_mapping(ScrapeConfig, {**config_map, "data_dir": str(data_dir)})
+        config = from_mapping(
+            ScrapeConfig, {**config_map, "data_dir": str(data_dir), "out_dir": str(out)}
+        )
         with atomic_path(h5_path) as tmp, h5py.File(tmp, "w") as f:
             ds = f.create_dataset(
                 "samples",
@@ -606,8 +619,8 @@ def merge_shards(data_dir: str | Path, n: int) -> Path:
     return h5_path
 
 
-def read_table(data_dir: str | Path) -> pd.DataFrame:
-    path = Path(data_dir) / "table.parquet"
+def read_table(dataset_dir: str | Path) -> pd.DataFrame:
+    path = Path(dataset_dir) / "table.parquet"
     if not path.is_file():
         raise MagnbError("no dataset table: run stage 03 (magnb scrape) first", path)
     return pd.read_parquet(path)
@@ -637,7 +650,7 @@ class DensityDataset(_keras_pydataset()):  # type: ignore[misc]
 
     def __init__(
         self,
-        data_dir: str | Path,
+        dataset_dir: str | Path,
         split: str | None = "train",
         label: str = "order",
         batch_size: int = 8,
@@ -650,13 +663,13 @@ class DensityDataset(_keras_pydataset()):  # type: ignore[misc]
         super().__init__(**kwargs)
         import h5py
 
-        data_dir = Path(data_dir)
-        self.path = data_dir / "dataset.h5"
+        dataset_dir = Path(dataset_dir)
+        self.path = dataset_dir / "dataset.h5"
         if not self.path.is_file():
             raise MagnbError("no dataset: run stage 03 (magnb scrape) first", self.path)
         if label not in LABELS:
             raise MagnbError(f"unknown label {label!r}; choose from {list(LABELS)}")
-        table = read_table(data_dir)
+        table = read_table(dataset_dir)
         table = table[(table["status"] == "ok") & (table["sample"] >= 0)]
         if split is not None:
             table = table[table["split"] == split]

@@ -91,7 +91,106 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "    ).show()",
         ),
     ],
+    "03_scrape.ipynb": [
+        (
+            "md",
+            "# 03 scrape\n\nEvery split file to one fixed-shape sample (resampled to a common grid, "
+            "cropped to the slab, tiled into a supercell) in `dataset.h5`, with a label table "
+            "`table.parquet`: moments, the moment class at the threshold, the magnetic order, and "
+            "the train/val/test split grouped by formula. Choose the threshold by looking at the "
+            "histogram below.",
+        ),
+        (
+            "parameters",
+            'data_dir = "../demo/data"  # magnb data folder (from 02 split)\n'
+            'representation = "fractional"  # or "cube" (fixed voxel size in A)\n'
+            "grid = [24, 24, 24]  # points per cell along a, b, c (after the slab crop)\n"
+            "slab_window = 12.0  # A kept along c around the slab; None keeps the whole cell\n"
+            "supercell = [1, 1, 1]  # tiling along a, b, c (the seed used [2, 2, 1])\n"
+            'channels = ["m+", "m-"]  # the seed\'s two channels\n'
+            'normalization = "maxabs"\n'
+            "threshold = 4.0  # muB; moment_class = |moment| > threshold\n"
+            "fractions = [0.6, 0.2, 0.2]  # train, val, test (grouped by formula)\n"
+            "kfold = 5\n"
+            "seed = 0\n"
+            "workers = 0",
+        ),
+        (
+            "code",
+            "from magnb.config import from_mapping\n"
+            "from magnb.dataset import ScrapeConfig, scrape\n\n"
+            "config = from_mapping(ScrapeConfig, dict(\n"
+            "    data_dir=data_dir, representation=representation, grid=grid,\n"
+            "    slab_window=slab_window, supercell=supercell, channels=channels,\n"
+            "    normalization=normalization, threshold=threshold, fractions=fractions,\n"
+            "    kfold=kfold, seed=seed, workers=workers,\n"
+            "))\n"
+            "result = scrape(config)\n"
+            "print(result.summary())",
+        ),
+        (
+            "code",
+            "from magnb.viz import class_balance, moment_histogram\n\n"
+            "moment_histogram(result.table, threshold).show()\n"
+            'print("moment class (|moment| > threshold) per split:")\n'
+            'print(class_balance(result.table, "moment_class"))\n'
+            'print("magnetic order per split:")\n'
+            'print(class_balance(result.table, "order"))',
+        ),
+        (
+            "code",
+            'columns = ["calc_id", "formula", "order", "moment", "moment_integral",\n'
+            '           "moment_sample", "moment_class", "split", "fold", "status", "reason"]\n'
+            "result.table[columns]",
+        ),
+    ],
+    "04_train.ipynb": [
+        (
+            "md",
+            "# 04 train\n\nTrain a periodic 3D CNN on the dataset and report it beside the "
+            "baselines (majority class, the physics integral, a descriptor model) on the same "
+            "composition-grouped test split. `papermill 04_train.ipynb out.ipynb -f config.yaml` "
+            "trains exactly what `magnb train config.yaml` trains.",
+        ),
+        ("parameters", None),
+        (
+            "code",
+            "from magnb.config import train_config_from_notebook\n"
+            "from magnb.train import train\n\n"
+            "config = train_config_from_notebook(globals(), _names_before_injection)\n"
+            "result = train(config)\n"
+            "print(result.summary())",
+        ),
+        (
+            "code",
+            "from magnb.viz import learning_curves\n\n"
+            'learning_curves(result.history, title=f"{result.run_dir.name}").show()',
+        ),
+        (
+            "code",
+            "from magnb.train import list_runs\n\nruns = list_runs(config.runs_dir)\nruns",
+        ),
+    ],
 }
+
+
+def train_parameters() -> str:
+    """The parameters cell of 04_train: every TrainConfig field at its default."""
+    import dataclasses
+
+    from magnb.config import TrainConfig, to_mapping
+
+    defaults = to_mapping(TrainConfig())
+    lines = ["# every key of magnb.config.TrainConfig; papermill -f config.yaml overrides them"]
+    for f in dataclasses.fields(TrainConfig):
+        value = defaults[f.name]
+        if f.name == "dataset_dir":
+            value = "../demo/data"
+        elif f.name == "runs_dir":
+            value = "../demo/runs"
+        lines.append(f"{f.name} = {value!r}")
+    lines.append("_names_before_injection = set(globals())  # papermill adds its cell after this")
+    return "\n".join(lines)
 
 
 def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
@@ -106,7 +205,7 @@ def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
         if kind == "md":
             nb.cells.append(new_markdown_cell(source))
         else:
-            cell = new_code_cell(source)
+            cell = new_code_cell(source if source is not None else train_parameters())
             if kind == "parameters":
                 cell.metadata["tags"] = ["parameters"]
             nb.cells.append(cell)

@@ -1,0 +1,458 @@
+"""Stage 04, train: fit a model from a :class:`TrainConfig`, evaluate it beside the baselines, and
+keep everything a run needs to be trusted later in ``runs/<run_id>/``:
+
+``config.yaml``, ``model.keras`` (best epoch on val_loss, loadable in safe mode), ``history.csv``,
+``metrics.json`` (model and baselines on the same test split), ``environment.json`` (versions,
+backend, devices, git commit, dataset hash) and, when run by papermill, the executed notebook.
+
+The run id is ``<name>-<hash of the config>``: re-running a config finds its own folder, so a job
+killed or requeued mid-training resumes from its last finished epoch (Keras' BackupAndRestore)
+and a finished run is not trained twice (unless ``force``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from magnb import __version__
+from magnb._io import atomic_write, sha256_file
+from magnb.config import TrainConfig, to_mapping
+from magnb.errors import MagnbError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+    history: pd.DataFrame
+    resumed_from_epoch: int = 0
+    already_done: bool = False
+
+    def summary(self) -> str:
+        from magnb.baselines import format_table
+
+        head = f"run {self.run_dir.name}: {self.metrics.get('label')} on the test split"
+        if self.already_done:
+            head += " (finished earlier; not retrained)"
+        return head + "\n" + format_table(self.metrics["test"])
+
+
+# --------------------------------------------------------------------------------------------
+# checks before training
+
+
+def dataset_info(dataset_dir: Path) -> dict[str, Any]:
+    """Shape, channels, threshold and hash of a dataset; MagnbError if it is not there."""
+    import h5py
+    import yaml
+
+    path = dataset_dir / "dataset.h5"
+    if not path.is_file():
+        raise MagnbError("no dataset: run stage 03 (magnb scrape) first", path)
+    with h5py.File(path, "r") as f:
+        settings = yaml.safe_load(f.attrs["config"])
+        return {
+            "shape": tuple(int(n) for n in f["samples"].shape[1:]),
+            "n": int(f["samples"].shape[0]),
+            "channels": tuple(json.loads(f.attrs["channels"])),
+            "threshold": float(settings.get("threshold", 4.0)),
+            "input_hash": str(f.attrs["input_hash"]),
+            "table_sha256": sha256_file(dataset_dir / "table.parquet"),
+        }
+
+
+def check_finite(dataset_dir: Path) -> None:
+    """One streaming pass over the samples: NaN or inf anywhere is a MagnbError naming the row."""
+    import h5py
+
+    path = dataset_dir / "dataset.h5"
+    with h5py.File(path, "r") as f:
+        ds = f["samples"]
+        for i in range(ds.shape[0]):
+            if not np.isfinite(ds[i]).all():
+                raise MagnbError(f"sample {i} contains NaN or infinite values", path)
+
+
+def preflight(config: TrainConfig) -> dict[str, Any]:
+    """Every check that can fail on the user's input, before any training starts."""
+    from magnb.dataset import DensityDataset
+    from magnb.model import check_model_fits, is_classification
+
+    info = dataset_info(config.dataset_dir)
+    if config.channels is not None and tuple(config.channels) != info["channels"]:
+        raise MagnbError(
+            f"config asks for channels {list(config.channels)} but the dataset has "
+            f"{list(info['channels'])}",
+            config.dataset_dir / "dataset.h5",
+        )
+    check_model_fits(config, info["shape"])
+    splits = {}
+    for split in ("train", "val", "test"):
+        try:
+            splits[split] = DensityDataset(
+                config.dataset_dir, split=split, label=config.label, shuffle=False
+            )
+        except MagnbError:
+            if split == "val":
+                splits[split] = None
+                continue
+            raise
+    if is_classification(config.label):
+        classes = np.unique(splits["train"].labels)
+        if len(classes) < 2:
+            raise MagnbError(
+                f"the training split has one class only ({config.label} = {classes.tolist()}): "
+                "nothing to learn; check the threshold or the split",
+                config.dataset_dir / "table.parquet",
+            )
+    check_finite(config.dataset_dir)
+    info["sizes"] = {k: (0 if v is None else len(v.table)) for k, v in splits.items()}
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# distribution
+
+
+def _cpu_replicas(config: TrainConfig) -> int:
+    """Logical CPU devices to make when there is no GPU: the config's, or for a mirrored run, as
+    many as Slurm's CUDA_VISIBLE_DEVICES names (so a GPU job script runs unchanged on CPUs)."""
+    if config.cpu_replicas:
+        return config.cpu_replicas
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if config.strategy == "mirrored" and visible:
+        return len([v for v in visible.split(",") if v.strip()])
+    return 0
+
+
+def make_strategy(config: TrainConfig) -> Any:
+    """A ``tf.distribute`` strategy for the config (TensorFlow backend), or None (other backends,
+    where only single-device training is supported)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        if config.strategy in ("mirrored", "multiworker"):
+            raise MagnbError(
+                f"strategy {config.strategy!r} needs the TensorFlow backend, "
+                f"not {keras.backend.backend()!r}"
+            )
+        return None
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    replicas = _cpu_replicas(config)
+    if not gpus and replicas > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(replicas)]
+            )
+        except RuntimeError as exc:
+            if len(tf.config.list_logical_devices("CPU")) != replicas:
+                raise MagnbError(
+                    f"cannot split the CPU into {replicas} devices after TensorFlow started; "
+                    "train in a fresh process"
+                ) from exc
+    kind = config.strategy
+    if kind == "auto":
+        kind = "mirrored" if len(gpus) > 1 or (not gpus and replicas > 1) else "default"
+    if kind == "default":
+        return tf.distribute.get_strategy()
+    if kind == "mirrored":
+        if gpus:
+            return tf.distribute.MirroredStrategy()
+        devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(
+            devices=devices, cross_device_ops=tf.distribute.ReductionToOneDevice()
+        )
+    return multiworker_strategy()
+
+
+def multiworker_strategy() -> Any:
+    """``MultiWorkerMirroredStrategy`` for a job whose workers are described by ``TF_CONFIG``."""
+    import tensorflow as tf
+
+    if "TF_CONFIG" not in os.environ:
+        raise MagnbError(
+            "strategy 'multiworker' needs TF_CONFIG (the cluster spec) in the environment; "
+            "slurm/train_multinode.sbatch sets it"
+        )
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+# --------------------------------------------------------------------------------------------
+# the run
+
+
+def environment_record(strategy: Any, info: dict[str, Any]) -> dict[str, Any]:
+    import keras
+
+    record: dict[str, Any] = {
+        "magnb": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "keras": keras.__version__,
+        "backend": keras.backend.backend(),
+        "replicas": 1 if strategy is None else int(strategy.num_replicas_in_sync),
+        "strategy": "none" if strategy is None else type(strategy).__name__,
+        "git_commit": git_commit(),
+        "dataset_hash": info["input_hash"],
+        "table_sha256": info["table_sha256"],
+    }
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        record["tensorflow"] = tf.__version__
+        record["devices"] = [d.name for d in tf.config.list_logical_devices()]
+    return record
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def _class_weights(labels: np.ndarray) -> dict[int, float]:
+    classes, counts = np.unique(labels, return_counts=True)
+    return {
+        int(c): float(len(labels) / (len(classes) * n))
+        for c, n in zip(classes, counts, strict=True)
+    }
+
+
+def _optimizer(config: TrainConfig, steps_per_epoch: int) -> Any:
+    import keras
+
+    lr: Any = config.learning_rate
+    if config.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            config.learning_rate, decay_steps=max(1, steps_per_epoch * config.epochs)
+        )
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr)
+    return keras.optimizers.SGD(lr, momentum=0.9)
+
+
+def read_history(run_dir: Path) -> pd.DataFrame:
+    path = run_dir / "history.csv"
+    if not path.is_file() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    history = pd.read_csv(path)
+    # a job killed between the CSV row and the backup repeats that epoch on resume: keep the last
+    return history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
+
+
+def train(config: TrainConfig, progress: bool = True) -> RunResult:
+    """Train and evaluate one run. See the module docstring for what it leaves on disk."""
+    import keras
+
+    from magnb.baselines import evaluate_all
+    from magnb.dataset import DensityDataset
+    from magnb.model import build_model, is_classification
+
+    run_dir = config.runs_dir / config.run_id
+    metrics_path = run_dir / "metrics.json"
+    if metrics_path.is_file() and not config.force:
+        return RunResult(
+            run_dir, json.loads(metrics_path.read_text()), read_history(run_dir), already_done=True
+        )
+    if config.force and run_dir.exists():
+        for name in ("metrics.json", "history.csv", "model.keras"):
+            (run_dir / name).unlink(missing_ok=True)
+
+    info = preflight(config)
+    strategy = make_strategy(config)
+    replicas = 1 if strategy is None else int(strategy.num_replicas_in_sync)
+    global_batch = config.batch_size * replicas
+    run_dir.mkdir(parents=True, exist_ok=True)
+    import yaml
+
+    with atomic_write(run_dir / "config.yaml", "w") as fh:
+        yaml.safe_dump(to_mapping(config), fh, sort_keys=False)
+    env = environment_record(strategy, info)
+    env["global_batch"] = global_batch
+    with atomic_write(run_dir / "environment.json", "w") as fh:
+        json.dump(env, fh, indent=2)
+
+    keras.utils.set_random_seed(config.seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+    loader_args = {"workers": config.workers, "use_multiprocessing": False}
+    train_data = DensityDataset(
+        config.dataset_dir,
+        split="train",
+        label=config.label,
+        batch_size=global_batch,
+        shuffle=True,
+        augment=config.augment,
+        seed=config.seed,
+        **loader_args,
+    )
+    val_data = None
+    if info["sizes"]["val"]:
+        val_data = DensityDataset(
+            config.dataset_dir,
+            split="val",
+            label=config.label,
+            batch_size=global_batch,
+            shuffle=False,
+            **loader_args,
+        )
+    classification = is_classification(config.label)
+    n_classes = 2 if classification else 1
+
+    scope = strategy.scope() if strategy is not None else _nullcontext()
+    with scope:
+        model = build_model(config, info["shape"], n_classes)
+        if classification:
+            loss = keras.losses.SparseCategoricalCrossentropy()
+            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        else:
+            loss = keras.losses.MeanSquaredError()
+            metrics = [keras.metrics.MeanAbsoluteError(name="mae")]
+        model.compile(optimizer=_optimizer(config, len(train_data)), loss=loss, metrics=metrics)
+
+    monitor = "val_loss" if val_data is not None else "loss"
+    callbacks: list[Any] = [
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / "model.keras"), monitor=monitor, save_best_only=True
+        ),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.TerminateOnNaN(),
+    ]
+    if config.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=config.early_stopping))
+    if config.lr_schedule == "plateau":
+        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor, factor=0.5, patience=3))
+    done_before = len(read_history(run_dir))
+
+    class_weight = (
+        _class_weights(train_data.labels)
+        if (classification and config.class_weight == "balanced")
+        else None
+    )
+    start = time.perf_counter()
+    fit = model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=config.epochs,
+        class_weight=class_weight,
+        callbacks=callbacks,
+        verbose=2 if progress else 0,
+    )
+    seconds = time.perf_counter() - start
+    losses = fit.history.get("loss", [])
+    if any(not math.isfinite(v) for v in losses):
+        raise MagnbError(
+            f"the training loss became NaN or infinite in epoch {done_before + len(losses)}; "
+            "training stopped. The last good checkpoint is kept"
+            + (f" at {run_dir / 'model.keras'}" if (run_dir / "model.keras").exists() else ""),
+            run_dir,
+        )
+    if not (run_dir / "model.keras").exists():
+        model.save(run_dir / "model.keras")
+
+    best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
+    test_data = DensityDataset(
+        config.dataset_dir, split="test", label=config.label, batch_size=global_batch,
+        shuffle=False,
+    )  # fmt: skip
+    predictions = best.predict(test_data, verbose=0)
+    model_output = predictions[:, 1] if classification else predictions[:, 0]
+    results = evaluate_all(
+        config.dataset_dir, config.label, info["threshold"], model_output, split="test"
+    )
+    trained_epochs = len(read_history(run_dir))
+    samples_seen = len(train_data.table) * max(1, len(losses))
+    metrics = {
+        "run_id": config.run_id,
+        "label": config.label,
+        "task": "classification" if classification else "regression",
+        "model": config.model,
+        "epochs_trained": trained_epochs,
+        "resumed_from_epoch": done_before,
+        "replicas": replicas,
+        "global_batch": global_batch,
+        "train_seconds": seconds,
+        "train_samples_per_second": samples_seen / seconds if seconds > 0 else None,
+        "sizes": info["sizes"],
+        "test": results,
+    }
+    with atomic_write(metrics_path, "w") as fh:
+        json.dump(metrics, fh, indent=2)
+    return RunResult(run_dir, metrics, read_history(run_dir), resumed_from_epoch=done_before)
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# the run registry
+
+
+def list_runs(runs_dir: str | Path) -> pd.DataFrame:
+    """One row per finished run: its config fields and the test metrics of model and baselines."""
+    import yaml
+
+    runs_dir = Path(runs_dir)
+    rows = []
+    for metrics_path in sorted(runs_dir.glob("*/metrics.json")):
+        run_dir = metrics_path.parent
+        m = json.loads(metrics_path.read_text())
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        row: dict[str, Any] = {"run_id": run_dir.name, "finished": _mtime(metrics_path)}
+        for key in ("label", "model", "filters", "kernel_size", "pool", "learning_rate",
+                    "batch_size", "epochs", "seed", "strategy"):  # fmt: skip
+            value = cfg.get(key)
+            row[key] = json.dumps(value) if isinstance(value, list) else value
+        row["epochs_trained"] = m.get("epochs_trained")
+        row["replicas"] = m.get("replicas")
+        main = "balanced_accuracy" if m.get("task") == "classification" else "mae"
+        for method, values in m.get("test", {}).items():
+            if isinstance(values, dict) and main in values:
+                row[f"{method}_{main}"] = values[main]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _mtime(path: Path) -> str:
+    return pd.Timestamp(path.stat().st_mtime, unit="s").isoformat(timespec="seconds")

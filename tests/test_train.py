@@ -1,0 +1,258 @@
+"""Stage 04: training from a config, checks before training, saved models, resumption, papermill
+against the CLI, and MirroredStrategy on two logical CPU devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+
+from magnb.collect import CollectConfig, collect
+from magnb.config import TrainConfig, from_mapping, load_train_config
+from magnb.dataset import ScrapeConfig, scrape
+from magnb.errors import MagnbError
+from magnb.split import SplitConfig, split_all
+from magnb.synth import SynthConfig, write_demo_tree
+from magnb.train import list_runs, preflight, train
+from tests.conftest import REPO_ROOT
+
+SMALL_MODEL = {
+    "filters": [4],
+    "kernel_size": [5],
+    "pool": [2],
+    "dense": [8],
+    "epochs": 2,
+    "batch_size": 4,
+    "workers": 1,
+}
+
+
+@pytest.fixture(scope="session")
+def demo_dataset(tmp_path_factory) -> Path:
+    """A small demo dataset: 12 compounds x FM/AFM, 16^3 x 2 samples (m+, m-)."""
+    root = tmp_path_factory.mktemp("demo")
+    write_demo_tree(root / "vasp", SynthConfig(n_compounds=12, grid=(16, 16, 64)), progress=False)
+    collect(CollectConfig(source=root / "vasp", data_dir=root / "data", progress=False))
+    split_all(SplitConfig(data_dir=root / "data", progress=False, workers=1))
+    scrape(
+        ScrapeConfig(
+            data_dir=root / "data",
+            grid=(16, 16, 16),
+            slab_window=12.0,
+            normalization="maxabs",
+            fractions=(0.5, 0.25, 0.25),
+            kfold=0,
+            progress=False,
+            workers=1,
+        )
+    )
+    return root / "data"
+
+
+def write_config(path: Path, **settings) -> Path:
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def small(dataset: Path, runs: Path, **kw) -> TrainConfig:
+    return from_mapping(
+        TrainConfig, {"dataset_dir": str(dataset), "runs_dir": str(runs), **SMALL_MODEL, **kw}
+    )
+
+
+def test_bad_configs_fail_before_training(demo_dataset, tmp_path):
+    with pytest.raises(MagnbError, match=r"bad\.yaml.*unknown key\(s\) epoch\b"):
+        load_train_config(write_config(tmp_path / "bad.yaml", epoch=3))
+    with pytest.raises(MagnbError, match="learning_rate = 'fast' must be a number"):
+        load_train_config(write_config(tmp_path / "t.yaml", learning_rate="fast"))
+    with pytest.raises(MagnbError, match="label = 'spin' must be one of"):
+        load_train_config(write_config(tmp_path / "l.yaml", label="spin"))
+    runs = tmp_path / "runs"
+    with pytest.raises(MagnbError, match="channels"):
+        preflight(small(demo_dataset, runs, channels=["m", "total"]))
+    with pytest.raises(MagnbError, match="kernel 20 is larger than the grid"):
+        preflight(small(demo_dataset, runs, kernel_size=[20]))
+    with pytest.raises(MagnbError, match="pool 3 does not divide"):
+        preflight(small(demo_dataset, runs, pool=[3]))
+    assert not runs.exists(), "nothing may be written before the checks pass"
+
+
+def test_one_class_and_nan_data_fail_before_training(demo_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(demo_dataset, data)
+    table_path = data / "table.parquet"
+    import pandas as pd
+
+    table = pd.read_parquet(table_path)
+    table.loc[table["split"] == "train", "order"] = "FM"
+    table.to_parquet(table_path, index=False)
+    with pytest.raises(MagnbError, match="one class only"):
+        preflight(small(data, tmp_path / "runs"))
+    shutil.copyfile(demo_dataset / "table.parquet", table_path)
+    with h5py.File(data / "dataset.h5", "r+") as f:
+        f["samples"][3, 0, 0, 0, 0] = np.nan
+    with pytest.raises(MagnbError, match="sample 3 contains NaN"):
+        preflight(small(data, tmp_path / "runs"))
+
+
+@pytest.mark.slow
+def test_train_writes_a_complete_run_and_the_model_reloads(demo_dataset, tmp_path):
+    import keras
+
+    from magnb.dataset import DensityDataset
+
+    config = small(demo_dataset, tmp_path / "runs")
+    result = train(config, progress=False)
+    run = result.run_dir
+    assert run.name == config.run_id
+    for name in ("config.yaml", "model.keras", "history.csv", "metrics.json", "environment.json"):
+        assert (run / name).is_file(), name
+    assert not (run / "backup").exists()
+    m = json.loads((run / "metrics.json").read_text())
+    assert set(m["test"]) >= {"model", "majority", "physics", "descriptor"}
+    assert m["epochs_trained"] == 2 and len(result.history) == 2
+    env = json.loads((run / "environment.json").read_text())
+    assert env["backend"] == "tensorflow" and env["dataset_hash"]
+    assert load_train_config(run / "config.yaml") == config
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    test = DensityDataset(demo_dataset, split="test", label="order", shuffle=False, batch_size=64)
+    x, _ = test[0]
+    again = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    np.testing.assert_allclose(model.predict(x, verbose=0), again.predict(x, verbose=0))
+    probs = (
+        np.array(m["test"]["model"]["predictions"]) if "predictions" in m["test"]["model"] else None
+    )
+    if probs is not None:
+        np.testing.assert_allclose(probs, model.predict(x, verbose=0)[:, 1], rtol=1e-5)
+    # a finished run is not trained twice; the registry lists it
+    assert train(config, progress=False).already_done
+    runs = list_runs(tmp_path / "runs")
+    assert list(runs["run_id"]) == [config.run_id]
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_a_message(demo_dataset, tmp_path):
+    config = small(demo_dataset, tmp_path / "runs", optimizer="sgd", learning_rate=1e30, epochs=3)
+    with pytest.raises(MagnbError, match="NaN or infinite"):
+        train(config, progress=False)
+    assert not (tmp_path / "runs" / config.run_id / "metrics.json").exists()
+
+
+def _run(cmd: list[str], env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run(cmd, cwd=REPO_ROOT, env=full_env, capture_output=True, text=True, **kw)
+
+
+def _comparable(metrics: dict) -> dict:
+    drop = {"train_seconds", "train_samples_per_second"}
+    return {k: v for k, v in metrics.items() if k not in drop}
+
+
+@pytest.mark.slow
+def test_papermill_and_cli_train_the_same(demo_dataset, tmp_path):
+    settings = {"dataset_dir": str(demo_dataset), **SMALL_MODEL}
+    cli_cfg = write_config(tmp_path / "cli.yaml", runs_dir=str(tmp_path / "cli_runs"), **settings)
+    nb_cfg = write_config(tmp_path / "nb.yaml", runs_dir=str(tmp_path / "nb_runs"), **settings)
+    done = _run([sys.executable, "-m", "magnb.cli", "train", str(cli_cfg)], timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "04_train.ipynb"
+    done = _run(
+        [sys.executable, "-m", "papermill", "notebooks/04_train.ipynb", str(out), "-f", str(nb_cfg),
+         "--cwd", str(REPO_ROOT / "notebooks")],
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_id = load_train_config(cli_cfg).run_id
+    a = json.loads((tmp_path / "cli_runs" / run_id / "metrics.json").read_text())
+    b = json.loads((tmp_path / "nb_runs" / run_id / "metrics.json").read_text())
+    assert _comparable(a) == _comparable(b)
+
+
+@pytest.mark.slow
+def test_unknown_papermill_parameter_is_an_error(demo_dataset, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", dataset_dir=str(demo_dataset), epochz=3)
+    done = _run(
+        [sys.executable, "-m", "papermill", "notebooks/04_train.ipynb", str(tmp_path / "o.ipynb"),
+         "-f", str(cfg), "--cwd", str(REPO_ROOT / "notebooks")],
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "unknown key(s) epochz" in done.stderr + done.stdout
+
+
+@pytest.mark.slow
+def test_mirrored_on_two_logical_cpus_matches_single_device(demo_dataset, tmp_path):
+    code = (
+        "import json, sys\n"
+        "from magnb.config import load_train_config\n"
+        "from magnb.train import train\n"
+        "r = train(load_train_config(sys.argv[1]), progress=False)\n"
+        "print(json.dumps({'replicas': r.metrics['replicas'], 'loss': r.history['loss'].tolist()}))\n"
+    )
+    results = {}
+    for name, extra in (("single", {"strategy": "default"}),
+                        ("mirrored", {"strategy": "mirrored", "cpu_replicas": 2})):  # fmt: skip
+        cfg = write_config(
+            tmp_path / f"{name}.yaml",
+            dataset_dir=str(demo_dataset),
+            runs_dir=str(tmp_path / name),
+            **{
+                **SMALL_MODEL,
+                "batch_size": 4 if name == "single" else 2,
+                "augment": False,
+                "dropout": 0.0,
+            },
+            **extra,
+        )
+        done = _run([sys.executable, "-c", code, str(cfg)], timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert results["single"]["replicas"] == 1 and results["mirrored"]["replicas"] == 2
+    # same global batch (4 = 2 x 2), same data order: the losses agree up to reduction order
+    np.testing.assert_allclose(results["mirrored"]["loss"], results["single"]["loss"], rtol=2e-2)
+
+
+@pytest.mark.slow
+def test_sigterm_mid_training_then_rerun_resumes(demo_dataset, tmp_path):
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        dataset_dir=str(demo_dataset),
+        runs_dir=str(tmp_path / "runs"),
+        **{**SMALL_MODEL, "epochs": 40, "batch_size": 2},
+    )
+    run_dir = tmp_path / "runs" / load_train_config(cfg).run_id
+    cmd = [sys.executable, "-m", "magnb.cli", "train", str(cfg)]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    history = run_dir / "history.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if history.is_file() and len(history.read_text().splitlines()) >= 3:  # header + 2 epochs
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    epochs_before = len(history.read_text().splitlines()) - 1
+    assert 2 <= epochs_before < 40, "the job must be stopped part-way"
+    assert (run_dir / "backup").is_dir()
+    assert not (run_dir / "metrics.json").exists()
+    done = _run(cmd, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["resumed_from_epoch"] >= 2
+    assert m["epochs_trained"] == 40
+    import pandas as pd
+
+    epochs = pd.read_csv(history)["epoch"]
+    assert sorted(set(epochs)) == list(range(40))
