@@ -155,6 +155,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ("02_split.ipynb", {"data_dir": str(data)}),
         ("03_scrape.ipynb", {"data_dir": str(data)}),
         ("04_train.ipynb", {"dataset_dir": str(data), "runs_dir": str(runs)}),
+        ("05_visualize.ipynb", {"runs_dir": str(runs), "save_pictures": True}),
     ]
     for name, params in steps:
         print(f"demo: running {name}")

@@ -37,6 +37,8 @@ from magnb.config import from_mapping, to_mapping
 from magnb.errors import MagnbError
 from magnb.grid import crop_c, resample_cube, resample_fractional, slab_window, tile
 
+#: bump when the dataset's content or table columns change, so old builds are redone
+DATASET_FORMAT = 3
 CHANNELS = ("m", "m+", "m-", "total", "up", "down", "|m|", "mx", "my", "mz")
 CHANNEL_UNITS = {c: "muB/A^3" for c in CHANNELS} | {
     "total": "e/A^3",
@@ -288,61 +290,74 @@ def assign_splits(
 # one sample
 
 
-def channel_arrays(split: dict, channels: Iterable[str], where: str) -> list[np.ndarray]:
-    """The requested channels of one split file on its native grid (float64)."""
-    total = split["total"].astype(np.float64)
-    if "magnetization" in split:
-        m = split["magnetization"].astype(np.float64)
-        vec = None
-    elif "mz" in split:
-        vec = [split[k].astype(np.float64) for k in ("mx", "my", "mz")]
-        m = vec[2]  # the collinear-equivalent moment axis: z
-    else:
-        m = vec = None
-    out = []
+def check_channels(fields: Iterable[str], channels: Iterable[str], where: str) -> None:
+    """MagnbError if a run with density ``fields`` cannot give ``channels``."""
+    fields = set(fields)
+    spin = "magnetization" in fields or "mz" in fields
     for c in channels:
-        if c != "total" and m is None:
+        if c != "total" and not spin:
             raise MagnbError(
                 f"channel {c!r} needs a magnetization, but the run is not spin-polarized", where
             )
-        if c in ("mx", "my") and vec is None:
+        if c in ("mx", "my") and "mx" not in fields:
             raise MagnbError(f"channel {c!r} needs a non-collinear run", where)
-        if c == "m" or (c == "mz" and vec is None):
-            out.append(m)
-        elif c == "m+":
-            out.append(np.maximum(m, 0.0))
-        elif c == "m-":
-            out.append(np.maximum(-m, 0.0))
-        elif c == "total":
-            out.append(total)
-        elif c == "up":
-            out.append(0.5 * (total + m))
-        elif c == "down":
-            out.append(0.5 * (total - m))
-        elif c == "|m|":
-            out.append(np.abs(m) if vec is None else np.sqrt(sum(v * v for v in vec)))
-        else:
-            out.append(vec["xyz".index(c[1])])
-    return out
+
+
+def channel_arrays(fields: dict, channels: Iterable[str], where: str) -> list[np.ndarray]:
+    """The requested channels from a run's densities (``total`` and ``magnetization`` or
+    ``mx``/``my``/``mz``, as in a split file), as float64 arrays on the same grid.
+
+    For a non-collinear run ``m`` is ``mz``, the component along the quantization axis.
+    """
+    check_channels(fields, channels, where)
+    total = np.asarray(fields["total"], dtype=np.float64)
+    vec = None
+    m = None
+    if "magnetization" in fields:
+        m = np.asarray(fields["magnetization"], dtype=np.float64)
+    elif "mz" in fields:
+        vec = [np.asarray(fields[k], dtype=np.float64) for k in ("mx", "my", "mz")]
+        m = vec[2]
+    derived = {
+        "m": lambda: m,
+        "m+": lambda: np.maximum(m, 0.0),
+        "m-": lambda: np.maximum(-m, 0.0),
+        "total": lambda: total,
+        "up": lambda: 0.5 * (total + m),
+        "down": lambda: 0.5 * (total - m),
+        "|m|": lambda: np.abs(m) if vec is None else np.sqrt(sum(v * v for v in vec)),
+        "mx": lambda: vec[0],
+        "my": lambda: vec[1],
+        "mz": lambda: m,
+    }
+    return [derived[c]() for c in channels]
+
+
+BASE_FIELDS = ("total", "magnetization", "mx", "my", "mz")
 
 
 def make_sample(
     split_file: str | Path, config: ScrapeConfig
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """One fixed-shape float32 sample (X, Y, Z, C) and its integrals, from a split file."""
+    """One fixed-shape float32 sample (X, Y, Z, C) and its integrals, from a split file.
+
+    The densities VASP gives (total, m or mx/my/mz) are cropped and resampled first and the
+    channels derived after, so derived channels keep their meaning exactly on the new grid
+    (``m+`` and ``m-`` stay non-negative and ``m+ - m-`` is the resampled ``m``).
+    """
     from magnb.split import load_split
 
     split = load_split(split_file)
     where = str(split_file)
-    stack = np.stack(channel_arrays(split, config.channels, where))
+    fields = [k for k in BASE_FIELDS if k in split]
+    check_channels(fields, config.channels, where)
+    stack = np.stack([split[k].astype(np.float64) for k in fields])
     lattice = split["lattice"]
     volume = float(split["attrs"]["volume"])
     nz = stack.shape[-1]
     info: dict[str, float] = {}
     if config.representation == "cube":
-        out = np.stack(
-            [resample_cube(ch, lattice, config.cube_side, config.cube_points) for ch in stack]
-        )
+        out = resample_cube(stack, lattice, config.cube_side, config.cube_points)
     else:
         region_volume = volume
         if config.slab_window is not None:
@@ -358,18 +373,17 @@ def make_sample(
             )
             stack = crop_c(stack, start, max(planes, 1))
             region_volume = volume * stack.shape[-1] / nz
+            info["crop_start"] = start
+        info["crop_planes"] = stack.shape[-1]
+        info["native_nz"] = nz
         out = resample_fractional(stack, config.grid)
-        if "m" in config.channels or "m+" in config.channels:
-            k = config.channels.index("m") if "m" in config.channels else None
-            m = (
-                out[k]
-                if k is not None
-                else out[config.channels.index("m+")]
-                - (out[config.channels.index("m-")] if "m-" in config.channels else 0.0)
-            )
-            info["moment_sample"] = float(m.mean() * region_volume)
+        m_field = "magnetization" if "magnetization" in fields else "mz" if "mz" in fields else None
+        if m_field is not None:
+            info["moment_sample"] = float(out[fields.index(m_field)].mean() * region_volume)
         out = tile(out, config.supercell)
-    sample = np.ascontiguousarray(np.moveaxis(out, 0, -1), dtype=np.float32)
+    resampled = dict(zip(fields, out, strict=True))
+    channels = np.stack(channel_arrays(resampled, config.channels, where))
+    sample = np.ascontiguousarray(np.moveaxis(channels, 0, -1), dtype=np.float32)
     if not np.isfinite(sample).all():
         raise MagnbError("sample has NaN or infinite values", where)
     return sample, info
@@ -430,7 +444,7 @@ def _input_hash(table: pd.DataFrame, config: ScrapeConfig) -> str:
         "settings": config.content_settings(),
         "calcs": table["calc_id"].tolist(),
         "inputs": inputs,
-        "version": 1,
+        "version": DATASET_FORMAT,
     }
     return sha256_text(json.dumps(payload, sort_keys=True, default=str))
 
@@ -474,6 +488,8 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
     for col in ("sum", "sumsq", "maxabs"):
         table[f"stat_{col}"] = None
     table["moment_sample"] = math.nan
+    for col in ("crop_start", "crop_planes", "native_nz"):  # where the sample sits in its cell
+        table[col] = -1
     workers = config.workers or os.cpu_count() or 1
 
     with atomic_path(h5_path) as tmp, h5py.File(tmp, "w") as f:
@@ -504,6 +520,8 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
             table.at[p, "stat_sumsq"] = (flat * flat).sum(axis=0).tolist()
             table.at[p, "stat_maxabs"] = np.abs(flat).max(axis=0).tolist()
             table.at[p, "moment_sample"] = info.get("moment_sample", math.nan)
+            for col in ("crop_start", "crop_planes", "native_nz"):
+                table.at[p, col] = int(info.get(col, 0 if col == "crop_start" else -1))
             n += 1
         bar.close()
         if config.shard is not None:

@@ -230,3 +230,11 @@ def test_loader_batches_labels_normalization_and_rolls(data):
     assert not np.array_equal(first, rolled._order)
     with pytest.raises(MagnbError, match="unknown label"):
         DensityDataset(data, label="colour")
+
+
+def test_derived_channels_are_exact_on_the_new_grid(data):
+    """m+ and m- are taken after resampling: non-negative, and m+ - m- is the resampled m."""
+    parts, _ = make_sample(data / "split/NO__polarized.h5", config(data, channels=("m+", "m-")))
+    whole, _ = make_sample(data / "split/NO__polarized.h5", config(data, channels=("m",)))
+    assert parts.min() >= 0.0
+    np.testing.assert_allclose(parts[..., 0] - parts[..., 1], whole[..., 0], atol=1e-7)

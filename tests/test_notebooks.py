@@ -18,7 +18,10 @@ NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 
 def test_notebooks_exist_in_order():
     names = [p.name for p in NOTEBOOKS]
-    assert names[:4] == ["01_collect.ipynb", "02_split.ipynb", "03_scrape.ipynb", "04_train.ipynb"]
+    assert names == [
+        "01_collect.ipynb", "02_split.ipynb", "03_scrape.ipynb", "04_train.ipynb",
+        "05_visualize.ipynb",
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -61,7 +64,7 @@ def test_demo_runs_every_notebook(tmp_path):
         timeout=1200,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    for name in ("01_collect", "02_split", "03_scrape", "04_train"):
+    for name in ("01_collect", "02_split", "03_scrape", "04_train", "05_visualize"):
         executed = json.loads((out / "notebooks" / f"{name}.ipynb").read_text())
         errors = [
             o
@@ -76,6 +79,8 @@ def test_demo_runs_every_notebook(tmp_path):
     runs = list((out / "runs").glob("*/metrics.json"))
     assert len(runs) == 1
     assert (runs[0].parent / "04_train.ipynb").is_file()
+    pictures = list((runs[0].parent / "figures").iterdir())
+    assert len(pictures) >= 9 and all(p.stat().st_size > 1000 for p in pictures)
     metrics = json.loads(runs[0].read_text())
     assert {"model", "majority", "physics", "descriptor"} <= set(metrics["test"])
     assert "| majority |" in done.stdout

@@ -9,6 +9,8 @@ import yaml
 
 from tests.conftest import REPO_ROOT
 
+CONDA_NAMES = {"python-kaleido": "kaleido"}  # conda-forge name -> PyPI name
+
 
 def _name(spec: str) -> tuple[str, str]:
     m = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?\s*(?:==?)\s*([^\s;]+)", spec.strip())
@@ -26,7 +28,8 @@ def test_environment_yml_matches_pyproject():
         if isinstance(dep, dict):
             found.update(dict(_name(s) for s in dep["pip"]))
         elif not dep.startswith(("python", "pip")) or dep.startswith("python-"):
-            found.update([_name(dep)])
+            name, pinned = _name(dep)
+            found[CONDA_NAMES.get(name, name)] = pinned
     assert found == wanted
 
 

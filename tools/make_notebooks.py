@@ -171,6 +171,60 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "from magnb.train import list_runs\n\nruns = list_runs(config.runs_dir)\nruns",
         ),
     ],
+    "05_visualize.ipynb": [
+        (
+            "md",
+            "# 05 visualize\n\nLook inside a trained run: walk through its 3D filters slice by "
+            "slice, see a sample's input, a layer's activations and the saliency map with the "
+            "atoms near the slice, and the dataset and learning curves. Opens the latest run unless "
+            "`run_id` names one. Move the sliders; nothing here writes to the run except "
+            "`save_pictures`.",
+        ),
+        (
+            "parameters",
+            'runs_dir = "../demo/runs"  # where the runs are\n'
+            "run_id = None  # None: the latest finished run\n"
+            "calc_id = None  # sample for the density explorer; None: the first one\n"
+            "save_pictures = False  # write static pictures to <run>/figures (batch runs)",
+        ),
+        (
+            "code",
+            "from magnb.viz import load_run\n\n"
+            "run = load_run(runs_dir, run_id)\n"
+            "print(run.run_dir.name, run.config.label, run.config.model)\n"
+            'print({k: v.get("balanced_accuracy", v.get("mae")) for k, v in run.metrics["test"].items()})',
+        ),
+        (
+            "code",
+            "from magnb.viz import FilterExplorer, dataset_voxel_size\n\n"
+            "filters = FilterExplorer(run.model, dataset_voxel_size(run.dataset_dir))\n"
+            "filters.widget()",
+        ),
+        (
+            "code",
+            "from magnb.viz import DensityExplorer\n\n"
+            "density = DensityExplorer(run.model, run.dataset_dir, calc_id)\n"
+            "density.widget()",
+        ),
+        (
+            "code",
+            "from magnb.dataset import read_table\n"
+            "from magnb.viz import class_balance_figure, learning_curves, moment_histogram\n\n"
+            "table = read_table(run.dataset_dir)\n"
+            "moment_histogram(table, threshold=4.0).show()\n"
+            "class_balance_figure(table, run.config.label).show()\n"
+            "learning_curves(run.history, title=run.run_dir.name).show()",
+        ),
+        (
+            "code",
+            "from magnb.train import list_runs\n"
+            "from magnb.viz import save_run_pictures\n\n"
+            "print(list_runs(runs_dir).to_string(index=False))\n"
+            "if save_pictures:\n"
+            "    for path in save_run_pictures(run):\n"
+            "        print(path)",
+        ),
+    ],
 }
 
 
