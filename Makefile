@@ -37,8 +37,12 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format magnb tests bench notebooks
 	$(VENV)/bin/ruff check --fix magnb tests bench notebooks
 
+## Every benchmark; each writes its own section of bench/RESULTS.md (run on an idle machine).
 bench: $(STAMP)
 	$(PY) bench/ingest.py
+	$(PY) bench/scrape.py
+	$(PY) bench/conv.py
+	$(PY) bench/train.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

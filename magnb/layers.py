@@ -180,7 +180,7 @@ class PeriodicConv3D(keras.layers.Layer):
 
         Returns real and imaginary parts laid out as ``(..., nz//2+1, nx, ny)``: a 1D ``rfft`` along
         z, then a 2D complex ``fft2`` over (x, y) after moving them last. Both have gradients on
-        every backend (TF's fused ``irfft3d`` does not).
+        every backend (TF's fused ``rfft3d`` / ``irfft3d`` have no registered gradient).
         """
         re, im = ops.rfft(x)
         rank = len(re.shape)
@@ -199,25 +199,37 @@ class PeriodicConv3D(keras.layers.Layer):
         im = ops.transpose(im, perm)
         return ops.irfft((re, im), fft_length=nz)
 
+    @staticmethod
+    def _wrap_place(t: Any, axis: int, n: int, k: int) -> Any:
+        """Zero-pad ``axis`` from ``k`` to ``n`` and roll so that kernel index ``c`` lands on 0.
+
+        ``g[m] = w[(m + c) mod n]`` with ``c = (k - 1) // 2``: then ``out[i] = sum_j x[j] g[j - i]``
+        is the centred cross-correlation, whose spectrum is ``X * conj(G)``.
+        """
+        if n > k:
+            pads = [(0, 0)] * len(t.shape)
+            pads[axis] = (0, n - k)
+            t = ops.pad(t, pads)
+        c = (k - 1) // 2
+        return ops.roll(t, shift=-c, axis=axis) if c else t
+
     def _kernel_spectrum(self, dtype: str) -> tuple[Any, Any]:
         """Spectrum of the kernel, zero-padded to the grid and rolled so its centre sits at 0.
 
-        Returns parts shaped ``(cin, filters, nz//2+1, nx, ny)``.
+        Returns parts shaped ``(cin, filters, nz//2+1, nx, ny)``. The z transform runs before the
+        x and y padding, on ``kx * ky`` lines instead of ``nx * ny``.
         """
+        (nx, ny, nz), (kx, ky, kz) = self.grid, self.kernel_size
         w = ops.cast(self.kernel, dtype)
         w = ops.transpose(w, (3, 4, 0, 1, 2))  # (cin, filters, kx, ky, kz)
-        pads = [(0, 0), (0, 0)] + [
-            (0, n - k) for n, k in zip(self.grid, self.kernel_size, strict=True)
-        ]
-        if any(p[1] for p in pads):
-            w = ops.pad(w, pads)
-        # g[m] = w[(m + c) mod n]: then out[i] = sum_j x[j] g[j - i], a cross-correlation, whose
-        # spectrum is X * conj(G).
-        for axis, k in zip((2, 3, 4), self.kernel_size, strict=True):
-            c = (k - 1) // 2
-            if c:
-                w = ops.roll(w, shift=-c, axis=axis)
-        return self._rfft3(w)
+        w = self._wrap_place(w, 4, nz, kz)
+        re, im = ops.rfft(w)  # (cin, filters, kx, ky, nz//2+1)
+        parts = []
+        for t in (re, im):
+            t = ops.transpose(t, (0, 1, 4, 2, 3))  # (cin, filters, nz//2+1, kx, ky)
+            t = self._wrap_place(t, 3, nx, kx)
+            parts.append(self._wrap_place(t, 4, ny, ky))
+        return ops.fft2((parts[0], parts[1]))
 
     @staticmethod
     def _mix_channels(xr: Any, xi: Any, gr: Any, gi: Any) -> tuple[Any, Any]:

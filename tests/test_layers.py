@@ -241,11 +241,11 @@ def test_fit_updates_kernel() -> None:
     rng = np.random.default_rng(2)
     x = rng.standard_normal((4, 8, 8, 8, 2)).astype("float32")
     y = rng.standard_normal((4, 1)).astype("float32")
-    before = {n: ops.convert_to_numpy(model.get_layer(n).kernel) for n in ("pconv", "pconv2")}
+    before = {n: ops.convert_to_numpy(model.get_layer(n).kernel.value) for n in ("pconv", "pconv2")}
     history = model.fit(x, y, epochs=2, batch_size=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     for name, kernel in before.items():
-        assert not np.allclose(ops.convert_to_numpy(model.get_layer(name).kernel), kernel)
+        assert not np.allclose(ops.convert_to_numpy(model.get_layer(name).kernel.value), kernel)
 
 
 def test_mixed_precision_policy() -> None:

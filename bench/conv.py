@@ -1,0 +1,428 @@
+"""Benchmark: PeriodicConv3D (FFT) against keras.layers.Conv3D on wrap-padded input.
+
+Both compute the same periodic convolution (the test suite checks values and gradients agree).
+Input ``(1, n, n, n, 2)``, 3 filters, TensorFlow backend, forward and forward+backward (gradients
+with respect to kernel, bias and input), one tf.function per case, median of a few calls after a
+trace. Each case runs in a fresh subprocess so its peak memory can be read from ``ru_maxrss``.
+
+The direct convolution's cost grows with the kernel volume, so the big cases take many minutes.
+A direct case is timed only when its predicted time (a measured case with the largest kernel not
+above this one, scaled by kernel volume x grid volume) is at most ``--max-direct-s``; the rest are
+shown as *estimated*, never as measurements. A direct case that runs past ``--kill-after-s`` is stopped and reported as
+a lower bound.
+
+    python bench/conv.py            # the full table, written to bench/RESULTS.md (~6-8 min, 2 cores)
+    python bench/conv.py --quick    # small grids and kernels; prints only (add --write to write)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "RESULTS.md"
+HEADING = "## conv: PeriodicConv3D vs Conv3D"
+CIN = 2
+FILTERS = 3
+MODES = ("fwd", "fwdbwd")
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def _rss_mib() -> float:
+    """Peak resident set size of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker(spec: dict[str, Any]) -> None:
+    """Time one method on one (grid, kernel) for the requested modes; print one JSON line each."""
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    sys.path.insert(0, str(ROOT))
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from keras import ops
+
+    from magnb.layers import PeriodicConv3D
+
+    n, k, method = int(spec["n"]), int(spec["k"]), spec["method"]
+    c = (k - 1) // 2
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((1, n, n, n, CIN)).astype("float32"))
+    fft_layer = PeriodicConv3D(FILTERS, k)
+    fft_layer.build(x.shape)
+    idx = tf.constant((np.arange(-c, n + k - 1 - c) % n).astype("int32"))
+
+    if method == "fft":
+        layer = fft_layer
+
+        def apply(t: Any) -> Any:
+            return layer(t)
+
+    else:
+        layer = keras.layers.Conv3D(FILTERS, k, padding="valid")
+        layer.build((1, n + k - 1, n + k - 1, n + k - 1, CIN))
+        layer.kernel.assign(fft_layer.kernel.value)
+
+        def apply(t: Any) -> Any:
+            for axis in (1, 2, 3):  # periodic padding by (c, k - 1 - c), differentiable
+                t = ops.take(t, idx, axis=axis)
+            return layer(t)
+
+    @tf.function
+    def fwd(t: Any) -> Any:
+        return apply(t)
+
+    @tf.function
+    def fwdbwd(t: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = apply(t)
+            loss = tf.reduce_sum(y * y)
+        return tape.gradient(loss, [layer.kernel, layer.bias, t])
+
+    funcs = {"fwd": fwd, "fwdbwd": fwdbwd}
+    idle_mib = _rss_mib()  # after imports, input and weights; before any tracing
+    for mode in spec["modes"]:
+        func = funcs[mode]
+        func.get_concrete_function(x)  # trace outside the timing
+        times: list[float] = []
+        deadline = float(spec.get("budget_s", 30.0))
+        while True:
+            t0 = time.perf_counter()
+            out = func(x)
+            for t in tf.nest.flatten(out):
+                t.numpy()
+            times.append(time.perf_counter() - t0)
+            # one untimed-warm-up-free call is enough for slow cases; a few for fast ones
+            if len(times) >= int(spec.get("repeats", 5)) or sum(times) > deadline:
+                break
+        # the first call includes one-off set-up (oneDNN primitives, FFT plans): drop it if we can
+        kept = times[1:] if len(times) > 2 else times
+        result = {
+            "method": method,
+            "n": n,
+            "k": k,
+            "mode": mode,
+            "seconds": statistics.median(kept),
+            "calls": len(times),
+            "first_call_s": times[0],
+            "peak_extra_mib": _rss_mib() - idle_mib,
+            "idle_rss_mib": idle_mib,
+        }
+        if method == "direct" and mode == "fwd":
+            ref = fft_layer(x).numpy()
+            got = out.numpy()
+            result["max_rel_diff_vs_fft"] = float(np.abs(got - ref).max() / np.abs(got).max())
+        print("RESULT " + json.dumps(result), flush=True)
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+@dataclass
+class Cell:
+    """One table entry: a measured time, a lower bound from a killed run, or an estimate."""
+
+    seconds: float | None = None
+    kind: str = "measured"  # measured | estimated | lower-bound | estimated-lower-bound | n/a
+    peak_mib: float | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def fmt(self) -> str:
+        if self.seconds is None:
+            return "n/a"
+        s = _fmt_s(self.seconds)
+        return {
+            "measured": s,
+            "estimated": f"~{s} (estimated)",
+            "lower-bound": f"> {s} (killed)",
+            "estimated-lower-bound": f"> {s} (estimated)",
+        }[self.kind]
+
+
+def _fmt_s(s: float) -> str:
+    if s >= 100:
+        return f"{s:.0f} s"
+    if s >= 1:
+        return f"{s:.1f} s"
+    if s >= 0.01:
+        return f"{s * 1e3:.0f} ms"
+    return f"{s * 1e3:.1f} ms"
+
+
+def _run_worker(spec: dict[str, Any], kill_after_s: float | None) -> tuple[list[dict], bool]:
+    """Run one worker subprocess; return its result lines and whether it was killed."""
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = False
+    try:
+        stdout, stderr = proc.communicate(timeout=kill_after_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # only the worker this function started
+        stdout, stderr = proc.communicate()
+        killed = True
+    results = [
+        json.loads(line[len("RESULT ") :])
+        for line in stdout.splitlines()
+        if line.startswith("RESULT ")
+    ]
+    if proc.returncode not in (0, None) and not killed:
+        raise RuntimeError(f"worker {spec} failed:\n{stderr[-3000:]}")
+    return results, killed
+
+
+def _predict(known: list[tuple[int, int, float, str]], n: int, k: int) -> tuple[float, str] | None:
+    """Predict a direct time by scaling a known case by (n^3 k^3); None if nothing is known.
+
+    ``known`` holds (n, k, seconds, kind) with kind "measured" or "lower-bound". The case scaled is
+    the one with the largest kernel not larger than ``k`` (same grid preferred): TensorFlow's CPU
+    kernels get much slower per FLOP past some kernel size (the weight gradient by ~20x between
+    15^3 and 25^3 here), so scaling up from a much smaller kernel underestimates. A prediction from
+    a lower bound is itself a lower bound.
+    """
+    if not known:
+        return None
+    below = [r for r in known if r[1] <= k] or known
+    n0, k0, t0, kind = max(below, key=lambda r: (r[1] if r[1] <= k else -r[1], r[0] == n, r[0]))
+    t = t0 * (n / n0) ** 3 * (k / k0) ** 3
+    return t, ("estimated-lower-bound" if kind == "lower-bound" else "estimated")
+
+
+def _machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    versions = {}
+    for mod in ("keras", "tensorflow", "numpy"):
+        try:
+            from importlib.metadata import version
+
+            versions[mod] = version("tensorflow-cpu" if mod == "tensorflow" else mod)
+        except Exception:
+            versions[mod] = "?"
+    return (
+        f"{cores} CPU cores ({model}), {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}, keras {versions['keras']}, "
+        f"tensorflow-cpu {versions['tensorflow']}, numpy {versions['numpy']}, "
+        "TensorFlow backend, float32"
+    )
+
+
+def run(args: argparse.Namespace) -> str:
+    """Run all cases; return the markdown section (heading included)."""
+    grids = args.grids
+    kernels = args.kernels
+    table: dict[tuple[int, int, str, str], Cell] = {}
+    known: dict[str, list[tuple[int, int, float, str]]] = {m: [] for m in MODES}
+    started = time.perf_counter()
+    for n in grids:
+        for k in kernels:
+            if k > n:
+                continue
+            # FFT layer: always measured
+            res, _ = _run_worker(
+                {"method": "fft", "n": n, "k": k, "modes": list(MODES), "repeats": 11}, None
+            )
+            for r in res:
+                table[(n, k, "fft", r["mode"])] = Cell(r["seconds"], peak_mib=r["peak_extra_mib"])
+                print(f"  fft    n={n:4d} k={k:3d} {r['mode']:7s} {_fmt_s(r['seconds'])}")
+            # direct Conv3D: measured when predicted cheap enough
+            for mode in MODES:
+                pred = _predict(known[mode], n, k)
+                if pred is not None and pred[0] > args.max_direct_s:
+                    table[(n, k, "direct", mode)] = Cell(pred[0], kind=pred[1])
+                    print(
+                        f"  direct n={n:4d} k={k:3d} {mode:7s} skipped, predicted {pred[0]:.0f} s"
+                    )
+                    continue
+                spec = {
+                    "method": "direct",
+                    "n": n,
+                    "k": k,
+                    "modes": [mode],
+                    "repeats": 3,
+                    "budget_s": 5.0,
+                }
+                t0 = time.perf_counter()
+                res, killed = _run_worker(spec, args.kill_after_s)
+                if killed:
+                    wall = time.perf_counter() - t0
+                    table[(n, k, "direct", mode)] = Cell(wall, kind="lower-bound")
+                    known[mode].append((n, k, wall, "lower-bound"))
+                    print(f"  direct n={n:4d} k={k:3d} {mode:7s} killed after {wall:.0f} s")
+                    continue
+                (r,) = res
+                cell = Cell(r["seconds"], peak_mib=r["peak_extra_mib"], extra=r)
+                table[(n, k, "direct", mode)] = cell
+                known[mode].append((n, k, r["seconds"], "measured"))
+                print(f"  direct n={n:4d} k={k:3d} {mode:7s} {_fmt_s(r['seconds'])}")
+    total = time.perf_counter() - started
+    return _markdown(table, grids, kernels, args, total)
+
+
+def _speedup(direct: Cell, fft: Cell) -> str:
+    if direct.seconds is None or fft.seconds is None:
+        return "n/a"
+    x = direct.seconds / fft.seconds
+    s = f"{x:,.0f}x" if x >= 10 else f"{x:.1f}x"
+    return {
+        "measured": s,
+        "estimated": f"~{s} (estimated)",
+        "lower-bound": f"> {s}",
+        "estimated-lower-bound": f"> {s} (estimated)",
+    }[direct.kind]
+
+
+def _markdown(
+    table: dict[tuple[int, int, str, str], Cell],
+    grids: list[int],
+    kernels: list[int],
+    args: argparse.Namespace,
+    total_s: float,
+) -> str:
+    date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        HEADING,
+        "",
+        f"Run `python bench/conv.py{' --quick' if args.quick else ''}` on {date}; "
+        f"machine: {_machine()}.",
+        "",
+        f"Input `(1, n, n, n, {CIN})`, {FILTERS} filters, kernel k^3. **FFT** = "
+        "`magnb.layers.PeriodicConv3D`; **Conv3D** = `keras.layers.Conv3D(padding='valid')` on "
+        "the input wrap-padded by `ops.take` (the same periodic result). `fwd` = forward pass; "
+        "`fwd+bwd` = forward plus gradients w.r.t. kernel, bias and input. Each case is one "
+        "`tf.function`, traced before timing; times are medians over repeated calls "
+        "(slow cases: one call). Peak MiB = the case's subprocess peak RSS above its RSS just before "
+        "tracing (imports, input and weights already loaded), over both modes.",
+        "",
+        f"Direct cases predicted to take more than {args.max_direct_s:.0f} s per call (predicted "
+        "from the measured case with the largest kernel not above k, by kernel volume x grid "
+        "volume) were **not run**: they "
+        "are marked *estimated* and are not measurements. *killed* = stopped after "
+        f"{args.kill_after_s:.0f} s, a measured lower bound; an estimate scaled from a killed "
+        "run is a lower bound too (`>`).",
+        "",
+        "| grid | kernel | FFT fwd | Conv3D fwd | speed-up fwd | FFT fwd+bwd | Conv3D fwd+bwd "
+        "| speed-up fwd+bwd | FFT peak MiB | Conv3D peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in grids:
+        for k in kernels:
+            if k > n:
+                continue
+            ff, fb = table[(n, k, "fft", "fwd")], table[(n, k, "fft", "fwdbwd")]
+            df, db = table[(n, k, "direct", "fwd")], table[(n, k, "direct", "fwdbwd")]
+            peaks = [c.peak_mib for c in (df, db) if c.peak_mib is not None]
+            direct_peak = f"{max(peaks):.0f}" if peaks else "n/a"
+            lines.append(
+                f"| {n}^3 | {k}^3 | {ff.fmt()} | {df.fmt()} | {_speedup(df, ff)} | {fb.fmt()} | "
+                f"{db.fmt()} | {_speedup(db, fb)} | {fb.peak_mib:.0f} | {direct_peak} |"
+            )
+    diffs = [
+        c.extra["max_rel_diff_vs_fft"] for c in table.values() if "max_rel_diff_vs_fft" in c.extra
+    ]
+    lines += [""]
+    if diffs:
+        lines.append(
+            f"Largest difference between the two outputs over the measured cases: "
+            f"{max(diffs):.1e} of the output's magnitude."
+        )
+    lines.append(f"Total benchmark wall time: {total_s / 60:.1f} min.")
+    return "\n".join(lines) + "\n"
+
+
+def write_section(section: str, path: Path = RESULTS) -> None:
+    """Replace (or append) this benchmark's ``## `` section in RESULTS.md, atomically."""
+    if path.exists():
+        text = path.read_text()
+    else:
+        text = "# Benchmark results\n\nWritten by the scripts in `bench/`; one section each.\n"
+    # split into a preamble and "## " sections
+    chunks: list[str] = []
+    current: list[str] = []
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## ") and current:
+            chunks.append("".join(current))
+            current = []
+        current.append(line)
+    if current:
+        chunks.append("".join(current))
+    replaced = False
+    for i, chunk in enumerate(chunks):
+        if chunk.splitlines()[0].strip() == HEADING:
+            chunks[i] = section + "\n"
+            replaced = True
+    if not replaced:
+        if chunks and not chunks[-1].endswith("\n\n"):
+            chunks[-1] = chunks[-1].rstrip("\n") + "\n\n"
+        chunks.append(section + "\n")
+    out = "".join(chunks).rstrip("\n") + "\n"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".RESULTS.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(out)
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small grids and kernels")
+    parser.add_argument("--grids", type=int, nargs="+", help="grid sides (default 60 120)")
+    parser.add_argument(
+        "--kernels", type=int, nargs="+", help="kernel sides (default 5 15 25 40 60)"
+    )
+    parser.add_argument(
+        "--max-direct-s",
+        type=float,
+        default=120.0,
+        help="do not run a direct case predicted to take longer than this per call",
+    )
+    parser.add_argument(
+        "--kill-after-s",
+        type=float,
+        default=300.0,
+        help="stop a direct case (a subprocess) that runs longer than this",
+    )
+    parser.add_argument("--write", action="store_true", help="write RESULTS.md even with --quick")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker(json.loads(args.worker))
+        return
+    if args.grids is None:
+        args.grids = [24, 48] if args.quick else [60, 120]
+    if args.kernels is None:
+        args.kernels = [5, 15] if args.quick else [5, 15, 25, 40, 60]
+    section = run(args)
+    print()
+    print(section)
+    if not args.no_write and (args.write or not args.quick):
+        write_section(section)
+        print(f"written to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
