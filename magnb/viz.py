@@ -264,12 +264,23 @@ def slice_figure(
         _set_atoms(fig.data[1], geometry, axis, index, within, size)
     fig.update_layout(
         title=title or f"slice {index} across {AXES[axis]}",
-        xaxis_title=f"along {AXES[rest[0]]} (A)",
-        yaxis_title=f"along {AXES[rest[1]]} (A)",
-        yaxis_scaleanchor="x",
+        xaxis={"title": f"along {AXES[rest[0]]} (A)", "constrain": "domain"},
+        yaxis={"title": f"along {AXES[rest[1]]} (A)", "scaleanchor": "x", "constrain": "domain"},
         showlegend=False,
+        width=620,
+        height=480,
     )
     return fig
+
+
+def _panel(controls: list[Any]) -> Any:
+    """A column of controls wide enough for their labels."""
+    import ipywidgets as w
+
+    for control in controls:
+        control.style = {"description_width": "90px"}
+        control.layout = w.Layout(width="330px")
+    return w.VBox(controls, layout=w.Layout(min_width="340px"))
 
 
 def _set_atoms(trace: Any, geometry: SampleGeometry, axis: int, index: int, within: float,
@@ -431,8 +442,9 @@ class FilterExplorer:
     def widget(self) -> Any:
         import ipywidgets as w
 
-        controls = w.VBox([self.layer, self.filter, self.channel, self.axis, self.index,
-                           self.level])  # fmt: skip
+        controls = _panel(
+            [self.layer, self.filter, self.channel, self.axis, self.index, self.level]
+        )
         return w.VBox([w.HBox([controls, self.slice_fig]), self.proj_fig, self.iso_fig])
 
     def save(self, out_dir: str | Path, stem: str = "filters") -> list[Path]:
@@ -544,7 +556,7 @@ class DensityExplorer:
     def widget(self) -> Any:
         import ipywidgets as w
 
-        controls = w.VBox([self.source, self.layer, self.channel, self.axis, self.index])
+        controls = _panel([self.source, self.layer, self.channel, self.axis, self.index])
         return w.HBox([controls, self.fig])
 
     def save(self, out_dir: str | Path, stem: str = "density") -> list[Path]:
