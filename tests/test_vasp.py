@@ -201,3 +201,21 @@ def test_number_format_edge_cases():
     values = [float(v) for v in text.split()]
     np.testing.assert_allclose(values, [0.0, -1.0, 1e-4, 1e300, -2.5e-300], rtol=1e-10)
     assert text.split()[1] == b"-.10000000000E+01"
+
+
+def test_fast_number_table_matches_the_general_formatter():
+    from magnb.vasp import _fortran_e, _fortran_e_table
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate(
+        [
+            rng.normal(size=20_000) * 10.0 ** rng.integers(-60, 60, 20_000),
+            [0.0, -0.0, 1.0, -1.0, 0.1, 0.09999999999999999, 9.999999999995e-5, 1e-98],
+            [9.9999999999e97, 123.456, 0.099999999999996, -2.2250738585072014e-99],
+        ]
+    )
+    table = _fortran_e_table(values)
+    assert [bytes(row) for row in table] == _fortran_e(values).tolist()
+    assert _fortran_e_table(np.array([1e150])) is None  # three-digit exponent: general path
+    tiny = format_grid(np.array([5e-324, 1.0, 2.0, 3.0, 4.0]).reshape(5, 1, 1)).split()
+    assert float(tiny[0]) == 5e-324 and len(tiny) == 5
