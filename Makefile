@@ -23,19 +23,20 @@ demo: $(STAMP)
 
 ## The whole test suite (slow, slurm and browser tests included).
 test: $(STAMP)
-	$(VENV)/bin/ruff check magnb tests bench notebooks
-	$(VENV)/bin/ruff format --check magnb tests bench notebooks
+	.ci/system-packages
+	$(VENV)/bin/ruff check magnb tests bench notebooks tools
+	$(VENV)/bin/ruff format --check magnb tests bench notebooks tools
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not slurm and not browser"
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check magnb tests bench notebooks
+	$(VENV)/bin/ruff check magnb tests bench notebooks tools
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format magnb tests bench notebooks
-	$(VENV)/bin/ruff check --fix magnb tests bench notebooks
+	$(VENV)/bin/ruff format magnb tests bench notebooks tools
+	$(VENV)/bin/ruff check --fix magnb tests bench notebooks tools
 
 ## Every benchmark; each writes its own section of bench/RESULTS.md (run on an idle machine).
 bench: $(STAMP)

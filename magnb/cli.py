@@ -4,12 +4,15 @@ magnb synth  OUT                 write the generated demo calculation tree
 magnb collect SOURCE DATA        stage 01
 magnb split DATA                 stage 02
 magnb demo [--out demo]          the main job on the demo data: synth, then notebooks in order
+magnb submit CONFIG [--gpus N]   the sbatch call for a config, sweep or scrape (--dry-run prints it)
+magnb doctor                     versions, devices, a tiny training on each device
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import sys
 from collections.abc import Sequence
@@ -177,6 +180,77 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- Slurm (magnb.slurm): submit and doctor ------------------------------------------------
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from magnb.slurm import shell_text, submit, submit_commands
+
+    commands = submit_commands(
+        args.config,
+        gpus=args.gpus,
+        nodes=args.nodes,
+        array=args.array,
+        time_limit=args.time,
+        partition=args.partition,
+        data=args.data,
+        shards=args.shards,
+        out=args.out,
+        sbatch_args=shlex.split(args.sbatch),
+    )
+    if args.dry_run:
+        print(shell_text(commands))
+    else:
+        submit(commands)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from magnb.slurm import doctor
+
+    return doctor(steps=args.steps, require_gpu=args.require_gpu)
+
+
+def _add_slurm_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "submit",
+        help="submit a training config, sweep or sharded scrape to Slurm",
+        description="Compose the sbatch call(s) for CONFIG and run them (--dry-run: print them). "
+        "A training config runs slurm/train.sbatch (--nodes > 1: train_multinode.sbatch), a "
+        "sweep file (sweep: or configs:) slurm/sweep.sbatch as a job array, a scrape config "
+        "(with --data and --shards) slurm/scrape_array.sbatch and the merge after it.",
+    )
+    p.add_argument("config", help="training config, sweep file or scrape config (YAML)")
+    p.add_argument("--gpus", type=int, help="GPUs per node (--gres=gpu:N; 0: none)")
+    p.add_argument("--nodes", type=int, help="nodes for one multi-worker training")
+    p.add_argument(
+        "--array", help="array spec for a sweep or scrape (default: all; %%k: k at once)"
+    )
+    p.add_argument("--time", help="time limit (sbatch --time)")
+    p.add_argument("--partition", help="partition (sbatch --partition)")
+    p.add_argument("--data", help="scrape: the data folder with split/")
+    p.add_argument("--shards", type=int, help="scrape: number of shards (array tasks)")
+    p.add_argument("--out", help="scrape: folder for the shards and the merged dataset")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the sbatch call(s), submit nothing"
+    )
+    p.add_argument(
+        "--sbatch",
+        default="",
+        metavar="OPTIONS",
+        help='more sbatch options, as one string: --sbatch="--account=abc --qos=long"',
+    )
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("doctor", help="versions, devices, a tiny training on each device")
+    p.add_argument("--steps", type=int, default=5, help="training steps per device (default 5)")
+    p.add_argument("--require-gpu", action="store_true", help="fail when no GPU is visible")
+    p.set_defaults(func=cmd_doctor)
+
+
+# --- end Slurm ------------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magnb", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -230,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="demo", help="output folder (default: demo)")
     p.add_argument("--compounds", type=int, default=0, help="number of compounds (default: 32)")
     p.set_defaults(func=cmd_demo)
+
+    _add_slurm_commands(sub)
     return parser
 
 

@@ -150,6 +150,8 @@ def make_strategy(config: TrainConfig) -> Any:
                 f"not {keras.backend.backend()!r}"
             )
         return None
+    if config.strategy == "multiworker":  # before any other TensorFlow call: see below
+        return multiworker_strategy()
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -182,15 +184,17 @@ def make_strategy(config: TrainConfig) -> Any:
 
 
 def multiworker_strategy() -> Any:
-    """``MultiWorkerMirroredStrategy`` for a job whose workers are described by ``TF_CONFIG``."""
-    import tensorflow as tf
+    """``MultiWorkerMirroredStrategy`` for a job whose workers are described by ``TF_CONFIG`` or,
+    without it, by the Slurm job step they run in (``srun``; slurm/train_multinode.sbatch).
 
-    if "TF_CONFIG" not in os.environ:
-        raise MagnbError(
-            "strategy 'multiworker' needs TF_CONFIG (the cluster spec) in the environment; "
-            "slurm/train_multinode.sbatch sets it"
-        )
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    It must exist before TensorFlow runs anything (it configures the runtime's collectives), and
+    before CUDA_VISIBLE_DEVICES is read: :func:`make_strategy` calls it first. The cluster spec,
+    the 0-GPU workaround for SlurmClusterResolver and a fix for Keras 3's multi-worker reductions
+    are in :func:`magnb.slurm.multiworker_strategy`.
+    """
+    from magnb.slurm import multiworker_strategy as from_slurm
+
+    return from_slurm()
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,7 +351,11 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
 
     monitor = "val_loss" if val_data is not None else "loss"
     callbacks: list[Any] = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
+        # double_checkpoint: a job killed while the backup is being written still resumes
+        # (from the previous backup) instead of failing on a half-written file
+        keras.callbacks.BackupAndRestore(
+            str(run_dir / "backup"), delete_checkpoint=True, double_checkpoint=True
+        ),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "model.keras"), monitor=monitor, save_best_only=True
         ),
