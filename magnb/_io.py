@@ -77,3 +77,18 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def h5_attr(path: str | Path, name: str) -> str | None:
+    """An attribute of an HDF5 file as text, or None when the file is missing or unreadable
+    (how stages find the input hash of what they wrote before)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs.get(name, ""))
+    except OSError:
+        return None

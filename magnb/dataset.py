@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from magnb import __version__
-from magnb._io import atomic_path, sha256_text
+from magnb._io import atomic_path, h5_attr, sha256_text
 from magnb.config import from_mapping, to_mapping
 from magnb.errors import MagnbError
 from magnb.grid import crop_c, resample_cube, resample_fractional, slab_window, tile
@@ -449,18 +449,6 @@ def _input_hash(table: pd.DataFrame, config: ScrapeConfig) -> str:
     return sha256_text(json.dumps(payload, sort_keys=True, default=str))
 
 
-def _existing_hash(path: Path) -> str | None:
-    import h5py
-
-    if not path.is_file():
-        return None
-    try:
-        with h5py.File(path, "r") as f:
-            return str(f.attrs.get("input_hash", ""))
-    except OSError:
-        return None
-
-
 def scrape(config: ScrapeConfig) -> ScrapeResult:
     """Run stage 03 (or one shard of it). See the module docstring for what it writes."""
     import h5py
@@ -471,7 +459,7 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
     table = prepared_table(config)
     input_hash = _input_hash(table, config)
     h5_path, table_path = dataset_paths(out_dir, config.shard)
-    if _existing_hash(h5_path) == input_hash and table_path.is_file():
+    if h5_attr(h5_path, "input_hash") == input_hash and table_path.is_file():
         return ScrapeResult(pd.read_parquet(table_path), h5_path, skipped_build=True)
     for tmp in out_dir.glob(f".{h5_path.name}.tmp-*"):
         tmp.unlink(missing_ok=True)

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from magnb import __version__
-from magnb._io import atomic_path, sha256_text
+from magnb._io import atomic_path, h5_attr, sha256_text
 from magnb.collect import read_manifest
 from magnb.errors import MagnbError
 from magnb.vasp import ChargeDensity, Moments, read_chgcar, read_moments, write_chgcar
@@ -121,18 +121,6 @@ def _input_hash(manifest_row: dict, config: SplitConfig) -> str:
         "export_chgcar": config.export_chgcar,
     }
     return sha256_text(json.dumps(settings, sort_keys=True))
-
-
-def _existing_hash(path: Path) -> str | None:
-    import h5py
-
-    if not path.is_file():
-        return None
-    try:
-        with h5py.File(path, "r") as f:
-            return str(f.attrs.get("input_hash", ""))
-    except OSError:
-        return None
 
 
 def check_consistency(density: ChargeDensity, moments: Moments, raw_dir: Path) -> None:
@@ -314,7 +302,7 @@ def split_all(config: SplitConfig) -> SplitResult:
             continue
         out = split_path(data_dir, cid)
         input_hash = _input_hash(rec, config)
-        if _existing_hash(out) == input_hash and cid in previous:
+        if h5_attr(out, "input_hash") == input_hash and cid in previous:
             rows[cid] = {**previous[cid], **base, "status": "ok"}
             counts["unchanged"] += 1
             continue

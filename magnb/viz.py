@@ -362,7 +362,34 @@ def isosurface_figure(
 # the explorers
 
 
-class FilterExplorer:
+class _Explorer:
+    """Shared control logic: a change of a control in ``_structural`` first adjusts the ranges of
+    the others (``_limits``), then the figure is redrawn once (``update``)."""
+
+    _adjusting = False
+
+    def _structural(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def _limits(self) -> None:
+        raise NotImplementedError
+
+    def update(self) -> None:
+        raise NotImplementedError
+
+    def _changed(self, change: Any) -> None:
+        if self._adjusting:  # a slider clamped by _limits: one update follows anyway
+            return
+        if change["owner"] in self._structural():
+            self._adjusting = True
+            try:
+                self._limits()
+            finally:
+                self._adjusting = False
+        self.update()
+
+
+class FilterExplorer(_Explorer):
     """Slice through the kernels of a trained model's 3D convolution layers.
 
     ``widget()`` returns the ipywidgets panel for JupyterLab; ``figures()`` the current plotly
@@ -373,7 +400,6 @@ class FilterExplorer:
         import ipywidgets as w
         import plotly.graph_objects as go
 
-        self._adjusting = False
         self.model = model
         self.base_voxel = np.broadcast_to(np.asarray(voxel_size, dtype=float), 3).copy()
         names = [ly.name for ly in conv_layers(model)]
@@ -393,16 +419,8 @@ class FilterExplorer:
         for control in (self.layer, self.filter, self.channel, self.axis, self.index, self.level):
             control.observe(self._changed, names="value")
 
-    def _changed(self, change: Any) -> None:
-        if self._adjusting:  # a slider clamped by _limits: one update follows anyway
-            return
-        if change["owner"] in (self.layer, self.axis):
-            self._adjusting = True
-            try:
-                self._limits()
-            finally:
-                self._adjusting = False
-        self.update()
+    def _structural(self) -> tuple[Any, ...]:
+        return (self.layer, self.axis)
 
     def _limits(self) -> None:
         kernel = self.model.get_layer(self.layer.value).kernel
@@ -453,7 +471,7 @@ class FilterExplorer:
         ]
 
 
-class DensityExplorer:
+class DensityExplorer(_Explorer):
     """Slice through one sample: its input channels, a layer's activation maps, or the saliency
     map, with the atoms near the slice drawn on it."""
 
@@ -471,7 +489,6 @@ class DensityExplorer:
         calc_id = calc_id or ids[0]
         if calc_id not in ids:
             raise MagnbError(f"no sample {calc_id!r} in the dataset", Path(dataset_dir))
-        self._adjusting = False
         self.model = model
         self.calc_id = calc_id
         self.within = within
@@ -494,16 +511,8 @@ class DensityExplorer:
         for control in (self.source, self.layer, self.channel, self.axis, self.index):
             control.observe(self._changed, names="value")
 
-    def _changed(self, change: Any) -> None:
-        if self._adjusting:
-            return
-        if change["owner"] in (self.source, self.layer, self.axis):
-            self._adjusting = True
-            try:
-                self._limits()
-            finally:
-                self._adjusting = False
-        self.update()
+    def _structural(self) -> tuple[Any, ...]:
+        return (self.source, self.layer, self.axis)
 
     def array(self) -> np.ndarray:
         """The current 4D array (X, Y, Z, C) being sliced."""

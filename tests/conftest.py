@@ -66,3 +66,29 @@ def make_fixture_tree(root: Path, vasp: Path) -> Path:
     for p in root.rglob("*"):
         p.chmod(0o755 if p.is_dir() else 0o644)
     return root
+
+
+def build_demo_data(root: Path, n_compounds: int, **scrape_settings) -> Path:
+    """Stages 01-03 on a small generated tree (16 x 16 x 64 CHGCARs) under ``root``; returns the
+    data folder. ``scrape_settings`` override the small defaults (16^3 samples, m+ and m-)."""
+    from magnb.collect import CollectConfig, collect
+    from magnb.dataset import ScrapeConfig, scrape
+    from magnb.split import SplitConfig, split_all
+    from magnb.synth import SynthConfig, write_demo_tree
+
+    grid = (16, 16, 64)
+    write_demo_tree(root / "vasp", SynthConfig(n_compounds=n_compounds, grid=grid), progress=False)
+    data = root / "data"
+    collect(CollectConfig(source=root / "vasp", data_dir=data, progress=False))
+    split_all(SplitConfig(data_dir=data, progress=False, workers=1))
+    settings = {
+        "grid": (16, 16, 16),
+        "slab_window": 12.0,
+        "normalization": "maxabs",
+        "fractions": (0.5, 0.25, 0.25),
+        "kfold": 0,
+        "workers": 1,
+        **scrape_settings,
+    }
+    scrape(ScrapeConfig(data_dir=data, progress=False, **settings))
+    return data

@@ -15,13 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from magnb.collect import CollectConfig, collect
 from magnb.config import TrainConfig
-from magnb.dataset import ScrapeConfig, scrape
-from magnb.split import SplitConfig, split_all
-from magnb.synth import SynthConfig, write_demo_tree
 from magnb.train import train
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, build_demo_data
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -42,23 +38,10 @@ def _free_port() -> int:
 def lab_root(tmp_path_factory) -> Path:
     """A folder with a trained tiny run and a copy of notebook 05 pointing at it."""
     root = tmp_path_factory.mktemp("lab")
-    write_demo_tree(root / "vasp", SynthConfig(n_compounds=6, grid=(16, 16, 64)), progress=False)
-    collect(CollectConfig(source=root / "vasp", data_dir=root / "data", progress=False))
-    split_all(SplitConfig(data_dir=root / "data", progress=False, workers=1))
-    scrape(
-        ScrapeConfig(
-            data_dir=root / "data",
-            grid=(16, 16, 16),
-            slab_window=12.0,
-            kfold=0,
-            fractions=(0.5, 0.25, 0.25),
-            progress=False,
-            workers=1,
-        )  # fmt: skip
-    )
+    data = build_demo_data(root, 6)
     train(
         TrainConfig(
-            dataset_dir=root / "data",
+            dataset_dir=data,
             runs_dir=root / "runs",
             filters=(3,),
             kernel_size=(7,),

@@ -17,14 +17,10 @@ import numpy as np
 import pytest
 import yaml
 
-from magnb.collect import CollectConfig, collect
 from magnb.config import TrainConfig, from_mapping, load_train_config
-from magnb.dataset import ScrapeConfig, scrape
 from magnb.errors import MagnbError
-from magnb.split import SplitConfig, split_all
-from magnb.synth import SynthConfig, write_demo_tree
 from magnb.train import list_runs, preflight, train
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, build_demo_data
 
 SMALL_MODEL = {
     "filters": [4],
@@ -40,23 +36,7 @@ SMALL_MODEL = {
 @pytest.fixture(scope="session")
 def demo_dataset(tmp_path_factory) -> Path:
     """A small demo dataset: 12 compounds x FM/AFM, 16^3 x 2 samples (m+, m-)."""
-    root = tmp_path_factory.mktemp("demo")
-    write_demo_tree(root / "vasp", SynthConfig(n_compounds=12, grid=(16, 16, 64)), progress=False)
-    collect(CollectConfig(source=root / "vasp", data_dir=root / "data", progress=False))
-    split_all(SplitConfig(data_dir=root / "data", progress=False, workers=1))
-    scrape(
-        ScrapeConfig(
-            data_dir=root / "data",
-            grid=(16, 16, 16),
-            slab_window=12.0,
-            normalization="maxabs",
-            fractions=(0.5, 0.25, 0.25),
-            kfold=0,
-            progress=False,
-            workers=1,
-        )
-    )
-    return root / "data"
+    return build_demo_data(tmp_path_factory.mktemp("demo"), 12)
 
 
 def write_config(path: Path, **settings) -> Path:
