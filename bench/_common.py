@@ -83,6 +83,25 @@ def load_average() -> float | None:
     return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
+def git_revision() -> str:
+    """The checkout's commit (short), with ``+ uncommitted changes`` when the tree is dirty."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    if not rev:
+        return "unknown"
+    return rev + (" + uncommitted changes" if dirty else "")
+
+
 def machine_lines(packages: Iterable[str], load_at_start: float | None = None) -> list[str]:
     """Markdown bullet lines: machine, software versions, date and load average (at the start,
     when given, and at the end of the run: other work on the machine skews timings)."""
@@ -96,7 +115,8 @@ def machine_lines(packages: Iterable[str], load_at_start: float | None = None) -
     return [
         f"- Machine: {cores()} CPU cores ({cpu_model()}), {ram_text}, "
         f"{platform.system()} {platform.release()} {platform.machine()}",
-        f"- Software: Python {platform.python_version()}, {package_versions(packages)}",
+        f"- Software: Python {platform.python_version()}, {package_versions(packages)}; "
+        f"checkout {git_revision()}",
         f"- Date: {_dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}{load}",
     ]
 

@@ -26,14 +26,15 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "RESULTS.md"
+sys.path.insert(0, str(ROOT / "bench"))
+from _common import RESULTS, write_section  # noqa: E402  (bench/ is not a package)
+
 HEADING = "## conv: PeriodicConv3D vs Conv3D"
 CIN = 2
 FILTERS = 3
@@ -354,38 +355,6 @@ def _markdown(
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str, path: Path = RESULTS) -> None:
-    """Replace (or append) this benchmark's ``## `` section in RESULTS.md, atomically."""
-    if path.exists():
-        text = path.read_text()
-    else:
-        text = "# Benchmark results\n\nWritten by the scripts in `bench/`; one section each.\n"
-    # split into a preamble and "## " sections
-    chunks: list[str] = []
-    current: list[str] = []
-    for line in text.splitlines(keepends=True):
-        if line.startswith("## ") and current:
-            chunks.append("".join(current))
-            current = []
-        current.append(line)
-    if current:
-        chunks.append("".join(current))
-    replaced = False
-    for i, chunk in enumerate(chunks):
-        if chunk.splitlines()[0].strip() == HEADING:
-            chunks[i] = section + "\n"
-            replaced = True
-    if not replaced:
-        if chunks and not chunks[-1].endswith("\n\n"):
-            chunks[-1] = chunks[-1].rstrip("\n") + "\n\n"
-        chunks.append(section + "\n")
-    out = "".join(chunks).rstrip("\n") + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".RESULTS.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(out)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small grids and kernels")
@@ -420,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print(section)
     if not args.no_write and (args.write or not args.quick):
-        write_section(section)
+        write_section(HEADING, section)
         print(f"written to {RESULTS}")
 
 

@@ -393,6 +393,12 @@ def _sample_job(args: tuple[str, ScrapeConfig]) -> tuple[np.ndarray | None, dict
     path, config = args
     try:
         sample, info = make_sample(path, config)
+        # per-channel sums for the normalization, computed here so workers share the work
+        channels = np.ascontiguousarray(np.moveaxis(sample, -1, 0), dtype=np.float64)
+        channels = channels.reshape(sample.shape[-1], -1)
+        info["stat_sum"] = channels.sum(axis=1).tolist()
+        info["stat_sumsq"] = np.einsum("ij,ij->i", channels, channels).tolist()
+        info["stat_maxabs"] = np.abs(channels).max(axis=1).tolist()
         return sample, info, ""
     except MagnbError as exc:
         return None, {}, str(exc) if exc.path is not None else f"{path}: {exc}"
@@ -471,7 +477,6 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
     todo = [p for p in positions if table.at[p, "status"] == "ok"]
     jobs = [(table.at[p, "split_file"], config) for p in todo]
     shape = config.sample_shape
-    nchan = shape[-1]
     table["sample"] = -1
     for col in ("sum", "sumsq", "maxabs"):
         table[f"stat_{col}"] = None
@@ -493,24 +498,31 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
         )
         n = 0
         bar = tqdm(total=len(jobs), desc="scrape", unit="sample", disable=not config.progress)
+        columns: dict[str, dict[int, Any]] = {
+            c: {} for c in ("sample", "stat_sum", "stat_sumsq", "stat_maxabs", "moment_sample",
+                            "crop_start", "crop_planes", "native_nz", "status", "reason")
+        }  # fmt: skip
         for p, (sample, info, error) in zip(
             todo, _ordered_map(_sample_job, jobs, workers), strict=True
         ):
             bar.update()
             if sample is None:
-                table.loc[p, ["status", "reason"]] = ["skipped", error]
+                columns["status"][p] = "skipped"
+                columns["reason"][p] = error
                 continue
             ds.resize(n + 1, axis=0)
             ds[n] = sample
-            flat = sample.reshape(-1, nchan).astype(np.float64)
-            table.at[p, "sample"] = n
-            table.at[p, "stat_sum"] = flat.sum(axis=0).tolist()
-            table.at[p, "stat_sumsq"] = (flat * flat).sum(axis=0).tolist()
-            table.at[p, "stat_maxabs"] = np.abs(flat).max(axis=0).tolist()
-            table.at[p, "moment_sample"] = info.get("moment_sample", math.nan)
+            columns["sample"][p] = n
+            for col in ("stat_sum", "stat_sumsq", "stat_maxabs"):
+                columns[col][p] = info[col]
+            columns["moment_sample"][p] = info.get("moment_sample", math.nan)
             for col in ("crop_start", "crop_planes", "native_nz"):
-                table.at[p, col] = int(info.get(col, 0 if col == "crop_start" else -1))
+                columns[col][p] = int(info.get(col, 0 if col == "crop_start" else -1))
             n += 1
+        for col, values in columns.items():  # one assignment per column, not per cell
+            table[col] = [
+                values.get(i, old) for i, old in zip(table.index, table[col], strict=True)
+            ]
         bar.close()
         if config.shard is not None:
             table = table.iloc[positions].reset_index(drop=True)
@@ -638,129 +650,140 @@ def read_table(dataset_dir: str | Path) -> pd.DataFrame:
 LABELS = ("order", "moment_class", "moment", "moment_per_magnetic_atom")
 
 
-def _keras_pydataset() -> type:
+def _density_dataset_class() -> type:
+    """Build :class:`DensityDataset` on first use, so that importing magnb.dataset (scrape, its
+    worker processes) does not import TensorFlow and Keras."""
     import keras
 
-    return keras.utils.PyDataset
+    class DensityDataset(keras.utils.PyDataset):
+        """Batches ``(x, y)`` streamed from ``dataset.h5`` for one split, as a Keras 3 ``PyDataset``
+        (works on every backend, with ``workers``/``use_multiprocessing`` for parallel reading).
+
+        ``x`` is float32 ``(batch, X, Y, Z, C)`` with the stored normalization applied; ``y`` is the
+        label column: ``order`` (0 = AFM, 1 = FM), ``moment_class`` (0/1), or a float moment.
+        With ``augment``, each sample is rolled by a random whole number of voxels along each periodic
+        axis (exact for periodic densities). Shuffling and rolls are seeded by (seed, epoch, batch).
+        """
+
+        def __init__(
+            self,
+            dataset_dir: str | Path,
+            split: str | None = "train",
+            label: str = "order",
+            batch_size: int = 8,
+            shuffle: bool = True,
+            augment: bool = False,
+            seed: int = 0,
+            rows: np.ndarray | None = None,
+            **kwargs: Any,
+        ) -> None:
+            super().__init__(**kwargs)
+            import h5py
+
+            dataset_dir = Path(dataset_dir)
+            self.path = dataset_dir / "dataset.h5"
+            if not self.path.is_file():
+                raise MagnbError("no dataset: run stage 03 (magnb scrape) first", self.path)
+            if label not in LABELS:
+                raise MagnbError(f"unknown label {label!r}; choose from {list(LABELS)}")
+            table = read_table(dataset_dir)
+            table = table[(table["status"] == "ok") & (table["sample"] >= 0)]
+            if split is not None:
+                table = table[table["split"] == split]
+            if rows is not None:
+                table = table.iloc[rows]
+            if label == "order":
+                table = table[table["order"].isin(["FM", "AFM"])]
+            if label == "moment_class":
+                table = table[table["moment_class"] >= 0]
+            self.dropped_nonfinite = 0
+            if label in ("moment", "moment_per_magnetic_atom"):
+                finite = np.isfinite(table[label].astype(float))  # NaN e.g. with no magnetic atom
+                self.dropped_nonfinite = int((~finite).sum())
+                table = table[finite]
+            if len(table) == 0:
+                raise MagnbError(f"no samples in split {split!r} with a {label!r} label", self.path)
+            self.table = table.reset_index(drop=True)
+            self.label = label
+            self.batch_size = int(batch_size)
+            self.shuffle = shuffle
+            self.augment = augment
+            self.seed = seed
+            self.epoch = 0
+            with h5py.File(self.path, "r") as f:
+                self.offset = np.array(json.loads(f.attrs["norm_offset"]), dtype=np.float32)
+                self.scale = np.array(json.loads(f.attrs["norm_scale"]), dtype=np.float32)
+                self.periodic = json.loads(f.attrs["periodic_axes"])
+                self.sample_shape = tuple(f["samples"].shape[1:])
+            self._file = None
+            self._pid = None
+            self._order = self._permutation()
+
+        @property
+        def labels(self) -> np.ndarray:
+            """All labels of this split, in table order (not shuffled)."""
+            return self._labels(np.arange(len(self.table)))
+
+        def _labels(self, idx: np.ndarray) -> np.ndarray:
+            col = self.table[self.label].to_numpy()[idx]
+            if self.label == "order":
+                return (col == "FM").astype(np.int32)
+            if self.label == "moment_class":
+                return col.astype(np.int32)
+            return col.astype(np.float32)
+
+        def _permutation(self) -> np.ndarray:
+            n = len(self.table)
+            if not self.shuffle:
+                return np.arange(n)
+            return np.random.default_rng([self.seed, self.epoch]).permutation(n)
+
+        def __len__(self) -> int:
+            return math.ceil(len(self.table) / self.batch_size)
+
+        def _h5(self):
+            import h5py
+
+            if self._file is None or self._pid != os.getpid():  # one handle per worker process
+                self._file = h5py.File(self.path, "r")
+                self._pid = os.getpid()
+            return self._file
+
+        def read(self, idx: np.ndarray) -> np.ndarray:
+            """Normalized samples for table rows ``idx`` (no augmentation), in that order."""
+            rows = self.table["sample"].to_numpy()[idx].astype(np.int64)
+            order = np.argsort(rows)
+            data = np.empty((len(rows), *self.sample_shape), dtype=np.float32)
+            data[order] = self._h5()["samples"][rows[order]]
+            return (data - self.offset) / self.scale
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+            if i < 0 or i >= len(self):
+                raise IndexError(i)
+            idx = self._order[i * self.batch_size : (i + 1) * self.batch_size]
+            x = self.read(idx)
+            if self.augment:
+                rng = np.random.default_rng([self.seed, self.epoch, i])
+                for k in range(len(x)):
+                    shifts = [
+                        int(rng.integers(n)) if p else 0
+                        for n, p in zip(x.shape[1:4], self.periodic, strict=True)
+                    ]
+                    x[k] = np.roll(x[k], shifts, axis=(0, 1, 2))
+            return x, self._labels(idx)
+
+        def on_epoch_end(self) -> None:
+            self.epoch += 1
+            self._order = self._permutation()
+
+    return DensityDataset
 
 
-class DensityDataset(_keras_pydataset()):  # type: ignore[misc]
-    """Batches ``(x, y)`` streamed from ``dataset.h5`` for one split, as a Keras 3 ``PyDataset``
-    (works on every backend, with ``workers``/``use_multiprocessing`` for parallel reading).
-
-    ``x`` is float32 ``(batch, X, Y, Z, C)`` with the stored normalization applied; ``y`` is the
-    label column: ``order`` (0 = AFM, 1 = FM), ``moment_class`` (0/1), or a float moment.
-    With ``augment``, each sample is rolled by a random whole number of voxels along each periodic
-    axis (exact for periodic densities). Shuffling and rolls are seeded by (seed, epoch, batch).
-    """
-
-    def __init__(
-        self,
-        dataset_dir: str | Path,
-        split: str | None = "train",
-        label: str = "order",
-        batch_size: int = 8,
-        shuffle: bool = True,
-        augment: bool = False,
-        seed: int = 0,
-        rows: np.ndarray | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        import h5py
-
-        dataset_dir = Path(dataset_dir)
-        self.path = dataset_dir / "dataset.h5"
-        if not self.path.is_file():
-            raise MagnbError("no dataset: run stage 03 (magnb scrape) first", self.path)
-        if label not in LABELS:
-            raise MagnbError(f"unknown label {label!r}; choose from {list(LABELS)}")
-        table = read_table(dataset_dir)
-        table = table[(table["status"] == "ok") & (table["sample"] >= 0)]
-        if split is not None:
-            table = table[table["split"] == split]
-        if rows is not None:
-            table = table.iloc[rows]
-        if label == "order":
-            table = table[table["order"].isin(["FM", "AFM"])]
-        if label == "moment_class":
-            table = table[table["moment_class"] >= 0]
-        self.dropped_nonfinite = 0
-        if label in ("moment", "moment_per_magnetic_atom"):
-            finite = np.isfinite(table[label].astype(float))  # NaN e.g. with no magnetic atom
-            self.dropped_nonfinite = int((~finite).sum())
-            table = table[finite]
-        if len(table) == 0:
-            raise MagnbError(f"no samples in split {split!r} with a {label!r} label", self.path)
-        self.table = table.reset_index(drop=True)
-        self.label = label
-        self.batch_size = int(batch_size)
-        self.shuffle = shuffle
-        self.augment = augment
-        self.seed = seed
-        self.epoch = 0
-        with h5py.File(self.path, "r") as f:
-            self.offset = np.array(json.loads(f.attrs["norm_offset"]), dtype=np.float32)
-            self.scale = np.array(json.loads(f.attrs["norm_scale"]), dtype=np.float32)
-            self.periodic = json.loads(f.attrs["periodic_axes"])
-            self.sample_shape = tuple(f["samples"].shape[1:])
-        self._file = None
-        self._pid = None
-        self._order = self._permutation()
-
-    @property
-    def labels(self) -> np.ndarray:
-        """All labels of this split, in table order (not shuffled)."""
-        return self._labels(np.arange(len(self.table)))
-
-    def _labels(self, idx: np.ndarray) -> np.ndarray:
-        col = self.table[self.label].to_numpy()[idx]
-        if self.label == "order":
-            return (col == "FM").astype(np.int32)
-        if self.label == "moment_class":
-            return col.astype(np.int32)
-        return col.astype(np.float32)
-
-    def _permutation(self) -> np.ndarray:
-        n = len(self.table)
-        if not self.shuffle:
-            return np.arange(n)
-        return np.random.default_rng([self.seed, self.epoch]).permutation(n)
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.table) / self.batch_size)
-
-    def _h5(self):
-        import h5py
-
-        if self._file is None or self._pid != os.getpid():  # one handle per worker process
-            self._file = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._file
-
-    def read(self, idx: np.ndarray) -> np.ndarray:
-        """Normalized samples for table rows ``idx`` (no augmentation), in that order."""
-        rows = self.table["sample"].to_numpy()[idx].astype(np.int64)
-        order = np.argsort(rows)
-        data = np.empty((len(rows), *self.sample_shape), dtype=np.float32)
-        data[order] = self._h5()["samples"][rows[order]]
-        return (data - self.offset) / self.scale
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        if i < 0 or i >= len(self):
-            raise IndexError(i)
-        idx = self._order[i * self.batch_size : (i + 1) * self.batch_size]
-        x = self.read(idx)
-        if self.augment:
-            rng = np.random.default_rng([self.seed, self.epoch, i])
-            for k in range(len(x)):
-                shifts = [
-                    int(rng.integers(n)) if p else 0
-                    for n, p in zip(x.shape[1:4], self.periodic, strict=True)
-                ]
-                x[k] = np.roll(x[k], shifts, axis=(0, 1, 2))
-        return x, self._labels(idx)
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
-        self._order = self._permutation()
+def __getattr__(name: str) -> Any:
+    if name == "DensityDataset":
+        cls = _density_dataset_class()
+        cls.__module__ = __name__
+        cls.__qualname__ = "DensityDataset"
+        globals()["DensityDataset"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

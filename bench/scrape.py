@@ -1,0 +1,485 @@
+"""Benchmark: magnb's stage 03 (scrape) against an in-memory pandas table, and the resampling alone.
+
+A base set of distinct demo calculations (``--distinct``, default 100: 50 compounds x FM/AFM at
+the demo's 24 x 24 x 96 grid) is generated, collected and split once. For each N (100, 400, 1600)
+a data folder gets N split files, hard links to the base files under new calc_ids, and a
+``split/index.parquet`` listing them, so the samples are real split files without generating
+1600 calculations. Settings: grid 24^3 after a 12 A slab window, channels m+ and m-.
+
+Each N runs, each in a fresh process:
+
+- *resampling alone*: ``make_sample`` over the N split files, results dropped (workers = 1);
+- *magnb scrape*: ``scrape(ScrapeConfig(..., workers=1))`` and ``workers=2`` (labels, splits,
+  samples streamed into the gzip-compressed ``dataset.h5``, ``table.parquet``);
+- *pandas in memory*: what the seed project did: the same label table, a list of dict rows with
+  each sample's array in a column, ``pd.DataFrame(rows)``, then ``np.save`` of the stacked
+  samples and the labels to parquet.
+
+Throughput is N / wall time of the whole call. Peak memory is the process's resident high-water
+mark above its resident size after imports (for workers = 2, the main process; the workers'
+peaks are shown apart). Targets (issue "Stage 03 scrape"): scrape throughput (workers = 1) within
+1.3x of the resampling alone, i.e. time <= 1.3 x resampling time; scrape's peak memory flat in N
+(slope below 10% of one sample's size per added sample), where the pandas table grows linearly.
+
+    python bench/scrape.py            # N = 100, 400, 1600 (~3 min on 2 cores); writes RESULTS.md
+    python bench/scrape.py --quick    # N = 100, 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+from _common import (  # noqa: E402
+    RESULTS,
+    children_peak_mib,
+    emit,
+    fmt_mib,
+    fmt_s,
+    load_average,
+    machine_lines,
+    markdown_table,
+    measure_peak,
+    run_worker,
+    write_section,
+)
+
+HEADING = "## scrape: dataset build"
+GRID = (24, 24, 24)
+SLAB_WINDOW = 12.0
+CHANNELS = ("m+", "m-")
+TIME_TARGET = 1.3  #: scrape time / resampling time at most
+SLOPE_TARGET = 0.10  #: scrape's memory growth per sample / sample size at most
+METHODS = ("resample", "labels", "scrape-w1", "scrape-w2", "pandas")
+
+
+# ----------------------------------------------------------------------------- worker side
+
+
+def _config(data_dir: str, workers: int) -> Any:
+    from magnb.dataset import ScrapeConfig
+
+    return ScrapeConfig(
+        data_dir=Path(data_dir),
+        grid=GRID,
+        slab_window=SLAB_WINDOW,
+        channels=CHANNELS,
+        workers=workers,
+        kfold=0,
+        progress=False,
+    )
+
+
+def _w_resample(data_dir: str) -> dict[str, Any]:
+    import pandas as pd
+
+    from magnb.dataset import make_sample
+
+    config = _config(data_dir, 1)
+    paths = pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].tolist()
+    make_sample(paths[0], config)  # warm-up (first-call costs)
+    with measure_peak() as mem:
+        t = time.perf_counter()
+        for p in paths:
+            sample, _info = make_sample(p, config)
+            del sample
+        elapsed = time.perf_counter() - t
+    return {"time": elapsed, "peak_mib": mem.delta_mib, "exact": mem.exact}
+
+
+def _w_labels(data_dir: str) -> dict[str, Any]:
+    """The label table scrape starts with (reads every split file's attributes)."""
+    import pandas as pd
+
+    from magnb.dataset import make_sample, prepared_table
+
+    config = _config(data_dir, 1)
+    first = pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].iloc[0]
+    make_sample(first, config)
+    with measure_peak() as mem:
+        t = time.perf_counter()
+        table = prepared_table(config)
+        elapsed = time.perf_counter() - t
+    del table
+    return {"time": elapsed, "peak_mib": mem.delta_mib, "exact": mem.exact}
+
+
+def _w_scrape(data_dir: str, workers: int) -> dict[str, Any]:
+    import h5py
+    import pandas as pd
+
+    from magnb.dataset import make_sample, scrape
+
+    config = _config(data_dir, workers)
+    first = pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].iloc[0]
+    make_sample(first, config)  # the same warm-up as the resampling run
+    for name in ("dataset.h5", "table.parquet"):
+        (Path(data_dir) / name).unlink(missing_ok=True)
+    with measure_peak() as mem:
+        t = time.perf_counter()
+        result = scrape(config)
+        elapsed = time.perf_counter() - t
+    with h5py.File(result.path, "r") as f:
+        n = int(f["samples"].shape[0])
+    size = result.path.stat().st_size
+    return {
+        "time": elapsed,
+        "peak_mib": mem.delta_mib,
+        "exact": mem.exact,
+        "children_peak_mib": children_peak_mib() if workers > 1 else None,
+        "samples": n,
+        "bytes": size,
+    }
+
+
+def _w_pandas(data_dir: str) -> dict[str, Any]:
+    import numpy as np
+    import pandas as pd
+
+    from magnb.dataset import make_sample, prepared_table
+
+    config = _config(data_dir, 1)
+    out = Path(data_dir) / "pandas"
+    out.mkdir(exist_ok=True)
+    first = pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].iloc[0]
+    make_sample(first, config)
+    with measure_peak() as mem:
+        t = time.perf_counter()
+        table = prepared_table(config)
+        rows = []
+        for rec in table.to_dict("records"):
+            if rec["status"] != "ok":
+                continue
+            sample, info = make_sample(rec["split_file"], config)
+            rows.append({**rec, **info, "sample": sample})
+        frame = pd.DataFrame(rows)
+        np.save(out / "samples.npy", np.stack(frame["sample"].to_list()))
+        frame.drop(columns=["sample"]).to_parquet(out / "table.parquet", index=False)
+        elapsed = time.perf_counter() - t
+    size = (out / "samples.npy").stat().st_size
+    shutil.rmtree(out)
+    return {"time": elapsed, "peak_mib": mem.delta_mib, "exact": mem.exact, "bytes": size}
+
+
+def _worker(spec: dict[str, Any]) -> None:
+    method, data_dir = spec["method"], spec["data_dir"]
+    if method == "resample":
+        emit(_w_resample(data_dir))
+    elif method == "labels":
+        emit(_w_labels(data_dir))
+    elif method == "scrape-w1":
+        emit(_w_scrape(data_dir, 1))
+    elif method == "scrape-w2":
+        emit(_w_scrape(data_dir, 2))
+    elif method == "pandas":
+        emit(_w_pandas(data_dir))
+    else:
+        raise ValueError(method)
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+def make_base(work: Path, distinct: int) -> Path:
+    """Generate, collect and split ``distinct`` demo calculations (reused if already there)."""
+    import pandas as pd
+
+    from magnb.collect import CollectConfig, collect
+    from magnb.split import SplitConfig, split_all
+    from magnb.synth import SynthConfig, write_demo_tree
+
+    base = work / "base"
+    index = base / "split" / "index.parquet"
+    if index.is_file():
+        ok = pd.read_parquet(index)
+        if len(ok) == distinct and (ok["status"] == "ok").all():
+            return base
+    if distinct % 2:
+        raise SystemExit("--distinct must be even (FM and AFM of each compound)")
+    t = time.perf_counter()
+    write_demo_tree(work / "tree", SynthConfig(n_compounds=distinct // 2), progress=False)
+    collect(CollectConfig(source=work / "tree", data_dir=base, progress=False))
+    result = split_all(SplitConfig(data_dir=base, workers=2, progress=False))
+    if result.counts.get("failed"):
+        raise SystemExit(result.summary())
+    print(f"  base set: {distinct} calculations in {time.perf_counter() - t:.1f} s", flush=True)
+    return base
+
+
+def make_replica(base: Path, work: Path, n: int) -> Path:
+    """A data folder with N split files: hard links to the base set's under new calc_ids."""
+    import pandas as pd
+
+    folder = work / f"n{n}"
+    split = folder / "split"
+    if folder.exists():
+        shutil.rmtree(folder)
+    split.mkdir(parents=True)
+    index = pd.read_parquet(base / "split" / "index.parquet")
+    rows = []
+    for i in range(n):
+        rec = index.iloc[i % len(index)].to_dict()
+        copy = i // len(index)
+        calc_id = rec["calc_id"] if copy == 0 else f"{rec['calc_id']}__copy{copy:03d}"
+        target = split / f"{calc_id}.h5"
+        os.link(rec["path"], target)
+        rows.append({**rec, "calc_id": calc_id, "path": str(target)})
+    table = pd.DataFrame(rows, columns=index.columns).astype(index.dtypes.to_dict())
+    table.to_parquet(split / "index.parquet", index=False)
+    return folder
+
+
+@dataclass
+class Cell:
+    """Repeated runs of one method at one N."""
+
+    times: list[float] = field(default_factory=list)
+    peaks: list[float] = field(default_factory=list)
+    children: list[float] = field(default_factory=list)
+    bytes: int = 0
+    exact: bool = True
+
+    @property
+    def time(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def peak(self) -> float:
+        return statistics.median(self.peaks)
+
+
+def sample_bytes() -> int:
+    """Bytes of one float32 sample."""
+    return GRID[0] * GRID[1] * GRID[2] * len(CHANNELS) * 4
+
+
+def run(args: argparse.Namespace) -> str:
+    """Build the inputs, run every measurement, return the markdown section."""
+    sizes = args.sizes or ([100, 400] if args.quick else [100, 400, 1600])
+    t0, load0 = time.perf_counter(), load_average()
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="magnb-scrape-"))
+    work.mkdir(parents=True, exist_ok=True)
+    script = Path(__file__).resolve()
+    cells: dict[tuple[int, str], Cell] = {}
+    try:
+        print(f"working in {work}", flush=True)
+        base = make_base(work, args.distinct)
+        for n in sizes:
+            folder = make_replica(base, work, n)
+            repeats = args.repeats if n <= 400 else 1
+            for _ in range(repeats):
+                for method in METHODS:  # interleaved, so that drift hits all alike
+                    r = run_worker(script, {"method": method, "data_dir": str(folder)})
+                    cell = cells.setdefault((n, method), Cell())
+                    cell.times.append(r["time"])
+                    cell.peaks.append(r["peak_mib"])
+                    cell.exact &= r["exact"]
+                    if r.get("children_peak_mib") is not None:
+                        cell.children.append(r["children_peak_mib"])
+                    cell.bytes = r.get("bytes", 0)
+            print(
+                f"  N={n}: "
+                + ", ".join(
+                    f"{m} {fmt_s(cells[(n, m)].time)} / {fmt_mib(cells[(n, m)].peak)}"
+                    for m in METHODS
+                ),
+                flush=True,
+            )
+            shutil.rmtree(folder)
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    return _markdown(sizes, cells, args, time.perf_counter() - t0, load0)
+
+
+def _pass(ok: bool) -> str:
+    return "PASS" if ok else "**FAIL**"
+
+
+def _slope_kib(sizes: list[int], cells: dict[tuple[int, str], Cell], method: str) -> float:
+    """Least-squares growth of peak memory per added sample, KiB."""
+    import numpy as np
+
+    x = np.array(sizes, dtype=float)
+    y = np.array([cells[(n, method)].peak for n in sizes]) * 1024
+    if len(x) < 2:
+        return float("nan")
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def _markdown(
+    sizes: list[int],
+    cells: dict[tuple[int, str], Cell],
+    args: argparse.Namespace,
+    total_s: float,
+    load0: float | None,
+) -> str:
+    sample_kib = sample_bytes() / 1024
+    lines = [
+        HEADING,
+        "",
+        "`python bench/scrape.py" + (" --quick" if args.quick else "") + "`: N samples of shape "
+        f"{GRID[0]} x {GRID[1]} x {GRID[2]} x {len(CHANNELS)} (float32, {sample_kib:.0f} KiB "
+        f"each; channels {', '.join(CHANNELS)}, {SLAB_WINDOW:g} A slab window) from split files of "
+        f"{args.distinct} distinct demo calculations (24 x 24 x 96 grid), hard-linked under new "
+        "calc_ids up to N. *resampling alone* = `make_sample` over the N files, nothing kept or "
+        "written; *magnb scrape* = `scrape()` (labels, grouped splits, samples streamed into the "
+        "gzip-compressed `dataset.h5`, `table.parquet`); *pandas in memory* = the seed project's "
+        "way: the same label table, a list of dict rows holding each sample's array, "
+        "`pd.DataFrame(rows)`, `np.save` of the stacked samples and the labels to parquet. Each "
+        "run in a fresh process, timed after one warm-up `make_sample`; medians of "
+        f"{args.repeats} runs for N <= 400, one run for larger N. Throughput = N / wall time. "
+        "Peak = resident high-water mark above the resident size after imports (for workers = 2 "
+        "the main process; the largest worker's absolute peak RSS, shared pages included, is in "
+        "the last column).",
+        "",
+        *machine_lines(["magnb", "numpy", "scipy", "pandas", "h5py"], load0),
+        "",
+    ]
+    header = [
+        "N",
+        "resampling alone",
+        "magnb scrape, workers=1",
+        "scrape / resampling",
+        f"<= {TIME_TARGET}x",
+        "magnb scrape, workers=2",
+        "pandas in memory",
+        "peak: resampling",
+        "peak: scrape w=1",
+        "peak: scrape w=2 (worker)",
+        "peak: pandas",
+    ]
+    rows = []
+    for n in sizes:
+        c = {m: cells[(n, m)] for m in METHODS}
+        ratio = c["scrape-w1"].time / c["resample"].time
+
+        def thr(cell: Cell, n: int = n) -> str:
+            return f"{n / cell.time:.0f}/s ({fmt_s(cell.time)})"
+
+        worker_peak = (
+            f" ({fmt_mib(statistics.median(c['scrape-w2'].children))})"
+            if c["scrape-w2"].children
+            else ""
+        )
+        rows.append(
+            [
+                str(n),
+                thr(c["resample"]),
+                thr(c["scrape-w1"]),
+                f"{ratio:.2f}x",
+                _pass(ratio <= TIME_TARGET),
+                thr(c["scrape-w2"]),
+                thr(c["pandas"]),
+                fmt_mib(c["resample"].peak),
+                fmt_mib(c["scrape-w1"].peak),
+                fmt_mib(c["scrape-w2"].peak) + worker_peak,
+                fmt_mib(c["pandas"].peak),
+            ]
+        )
+    lines += [markdown_table(header, rows), ""]
+
+    if len(sizes) >= 2:
+        slopes = {m: _slope_kib(sizes, cells, m) for m in METHODS}
+        flat = slopes["scrape-w1"] <= SLOPE_TARGET * sample_kib
+        flat2 = slopes["scrape-w2"] <= SLOPE_TARGET * sample_kib
+        lines += [
+            f"Peak memory growth per added sample (least squares over N = "
+            f"{', '.join(map(str, sizes))}; one sample is {sample_kib:.0f} KiB): "
+            f"scrape workers=1 {slopes['scrape-w1']:.1f} KiB, workers=2 "
+            f"{slopes['scrape-w2']:.1f} KiB, resampling alone {slopes['resample']:.1f} KiB, "
+            f"pandas {slopes['pandas']:.1f} KiB ({slopes['pandas'] / sample_kib:.1f} samples). "
+            f"Target flat (< {SLOPE_TARGET:.0%} of a sample per sample): workers=1 "
+            f"{_pass(flat)}, workers=2 {_pass(flat2)}.",
+            "",
+        ]
+    lines += [
+        "Where scrape's time goes (workers = 1, per sample): *labels* = `prepared_table` alone "
+        "(the label table from every split file's attributes, grouped splits), measured apart; "
+        "*resampling* = the resampling-alone run; *rest* = scrape minus both (writing each "
+        "sample into the compressed dataset, per-sample normalization sums, table bookkeeping, "
+        "writing the table).",
+        "",
+    ]
+    rows = []
+    for n in sizes:
+        scrape_s = cells[(n, "scrape-w1")].time
+        labels_s = cells[(n, "labels")].time
+        resample_s = cells[(n, "resample")].time
+        rest = scrape_s - labels_s - resample_s
+        rows.append(
+            [
+                str(n),
+                f"{scrape_s / n * 1e3:.2f} ms",
+                f"{labels_s / n * 1e3:.2f} ms",
+                f"{resample_s / n * 1e3:.2f} ms",
+                f"{rest / n * 1e3:.2f} ms",
+            ]
+        )
+    lines += [
+        markdown_table(["N", "scrape", "labels", "resampling", "rest"], rows),
+        "",
+    ]
+    last = sizes[-1]
+    d = cells[(last, "scrape-w1")].bytes
+    p = cells[(last, "pandas")].bytes
+    if d and p:
+        lines += [
+            f"On disk at N = {last}: `dataset.h5` {fmt_mib(d / 2**20)} (gzip level 1 + shuffle), "
+            f"pandas' `samples.npy` {fmt_mib(p / 2**20)}.",
+            "",
+        ]
+    if not all(c.exact for c in cells.values()):
+        lines += ["Memory: /proc/self/clear_refs was not writable; peaks are upper bounds.", ""]
+    lines.append(f"Total benchmark wall time: {total_s / 60:.1f} min.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N = 100 and 400 only")
+    parser.add_argument("--sizes", type=int, nargs="+", help="the N to run (default 100 400 1600)")
+    parser.add_argument(
+        "--distinct", type=int, default=100, help="distinct demo calculations (default 100)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="runs per cell for N <= 400")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help=f"markdown file whose '{HEADING[3:]}' section is replaced (default {RESULTS}; "
+        "with --quick nothing is written unless --out is given)",
+    )
+    parser.add_argument("--no-write", action="store_true", help="print the table only")
+    parser.add_argument(
+        "--workdir",
+        help="keep the base set of split files here and reuse it next time "
+        "(default: a temporary folder, removed afterwards)",
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        _worker(json.loads(args.worker))
+        return
+    section = run(args)
+    print()
+    print(section)
+    out = args.out if args.out is not None else (None if args.quick else RESULTS)
+    if out is not None and not args.no_write:
+        write_section(HEADING, section, out)
+        print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
