@@ -273,6 +273,20 @@ def slice_figure(
     return fig
 
 
+def _show_in(widget: Any, fig: Any) -> None:
+    """Show ``fig`` in a FigureWidget: traces updated in place when their kinds are unchanged (the
+    page never sees an empty figure), replaced otherwise."""
+    same = [t.type for t in widget.data] == [t.type for t in fig.data]
+    with widget.batch_update():
+        if same:
+            for shown, new in zip(widget.data, fig.data, strict=True):
+                shown.update(new.to_plotly_json(), overwrite=True)
+        else:
+            widget.data = []
+            widget.add_traces(list(fig.data))
+        widget.layout = fig.layout
+
+
 def _panel(controls: list[Any]) -> Any:
     """A column of controls wide enough for their labels."""
     import ipywidgets as w
@@ -452,10 +466,7 @@ class FilterExplorer(_Explorer):
         figs = self.figures()
         for widget, fig in ((self.slice_fig, figs["slice"]), (self.proj_fig, figs["projections"]),
                             (self.iso_fig, figs["isosurface"])):  # fmt: skip
-            with widget.batch_update():
-                widget.data = []
-                widget.add_traces(list(fig.data))
-                widget.layout = fig.layout
+            _show_in(widget, fig)
 
     def widget(self) -> Any:
         import ipywidgets as w
@@ -556,11 +567,7 @@ class DensityExplorer(_Explorer):
         )  # fmt: skip
 
     def update(self) -> None:
-        fig = self.figure()
-        with self.fig.batch_update():
-            self.fig.data = []
-            self.fig.add_traces(list(fig.data))
-            self.fig.layout = fig.layout
+        _show_in(self.fig, self.figure())
 
     def widget(self) -> Any:
         import ipywidgets as w

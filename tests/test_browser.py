@@ -99,9 +99,11 @@ def lab_url(lab_root):
     log.close()
 
 
+# the first plotly figure's heatmap values; null while the figure is being redrawn
 FIRST_SLICE = """() => {
   const plots = document.querySelectorAll('.js-plotly-plot');
-  return plots.length ? JSON.stringify(plots[0].data[0].z) : null;
+  const data = plots.length ? plots[0].data : null;
+  return data && data.length && data[0].z ? JSON.stringify(data[0].z) : null;
 }"""
 
 
@@ -140,7 +142,8 @@ def test_slider_moves_the_filter_slice(lab_root, lab_url, tmp_path):
         handle.focus()
         for _ in range(2):
             handle.press("ArrowRight")
-        page.wait_for_function(f"() => ({FIRST_SLICE})() !== {json.dumps(before)}",
+        page.wait_for_function(
+            f"() => {{ const z = ({FIRST_SLICE})(); return z !== null && z !== {json.dumps(before)}; }}",
                                timeout=60_000)  # fmt: skip
         after = page.evaluate(FIRST_SLICE)
         assert after != before
