@@ -318,3 +318,13 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def publish(heading: str, section: str, out: Path | None, quick: bool, no_write: bool) -> None:
+    """Print a benchmark's section and write it to ``out`` (RESULTS.md unless ``quick``)."""
+    print()
+    print(section)
+    target = out if out is not None else (None if quick else RESULTS)
+    if target is not None and not no_write:
+        write_section(heading, section, target)
+        print(f"written to {target}")

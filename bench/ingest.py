@@ -51,8 +51,8 @@ from _common import (  # noqa: E402
     machine_lines,
     markdown_table,
     measure_peak,
+    publish,
     run_worker,
-    write_section,
 )
 
 HEADING = "## ingest: split and CHGCAR writer"
@@ -589,13 +589,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         _worker(json.loads(args.worker))
         return
-    section = run(args)
-    print()
-    print(section)
-    out = args.out if args.out is not None else (None if args.quick else RESULTS)
-    if out is not None and not args.no_write:
-        write_section(HEADING, section, out)
-        print(f"written to {out}")
+    publish(HEADING, run(args), args.out, args.quick, args.no_write)
 
 
 if __name__ == "__main__":
