@@ -96,7 +96,11 @@ def main() -> None:
     steady = float(np.median(epoch_s[1:])) if len(epoch_s) > 1 else epoch_s[0]
 
     rows = [
-        ["dataset build (synth, collect, split, scrape)", fmt_s(build_s), "-"],
+        [
+            "dataset build (synth, collect, split, scrape)",
+            fmt_s(build_s) if build_s > 1 else "reused (--keep)",
+            "-",
+        ],
         ["loader pass (read, un-normalize, roll)", fmt_s(loader_s), f"{n / loader_s:.1f}"],
         ["first epoch (includes tracing)", fmt_s(epoch_s[0]), f"{n / epoch_s[0]:.1f}"],
         ["epoch (steady)", fmt_s(steady), f"{n / steady:.1f}"],
