@@ -537,7 +537,6 @@ def read_vasprun(path: str | Path) -> Moments:
 
 
 _FIELD = 18  #: characters per value: " 0.12345678901E+01"
-_POW10 = 10 ** np.arange(10, -1, -1, dtype=np.int64)  #: digit place values, 1e10 ... 1
 
 
 def _mantissa_exponent(values: NDArray[np.float64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -582,7 +581,16 @@ def _fortran_e_table(values: NDArray[np.float64]) -> NDArray[np.uint8] | None:
     out[:, 0] = ord(" ")
     out[:, 1] = np.where(values < 0, ord("-"), ord("0"))
     out[:, 2] = ord(".")
-    out[:, 3:14] = (digits[:, None] // _POW10) % 10 + ord("0")
+    # the 11 mantissa digits, last first: divmod by 10 on whole columns (integer division of an
+    # (n, 11) array by powers of ten is several times slower)
+    rest = digits.copy()
+    columns = np.empty((11, values.size), dtype=np.uint8)
+    for k in range(10, -1, -1):
+        quotient = rest // 10
+        columns[k] = rest - quotient * 10
+        rest = quotient
+    out[:, 3:14] = columns.T
+    out[:, 3:14] += ord("0")
     out[:, 14] = ord("E")
     out[:, 15] = np.where(exp < 0, ord("-"), ord("+"))
     aexp = np.abs(exp)
