@@ -38,7 +38,7 @@ from magnb.errors import MagnbError
 from magnb.grid import crop_c, resample_cube, resample_fractional, slab_window, tile
 
 #: bump when the dataset's content or table columns change, so old builds are redone
-DATASET_FORMAT = 3
+DATASET_FORMAT = 4
 CHANNELS = ("m", "m+", "m-", "total", "up", "down", "|m|", "mx", "my", "mz")
 CHANNEL_UNITS = {c: "muB/A^3" for c in CHANNELS} | {
     "total": "e/A^3",
@@ -46,11 +46,6 @@ CHANNEL_UNITS = {c: "muB/A^3" for c in CHANNELS} | {
     "down": "e/A^3",
 }
 ORDERS = {"FM": re.compile(r"^(fm|ferro)", re.I), "AFM": re.compile(r"^(afm|antiferro|neel)", re.I)}
-#: elements counted as magnetic when the OUTCAR has no per-site table: 3d, 4d, 5d metals, 4f
-MAGNETIC_ELEMENTS = frozenset(
-    "Sc Ti V Cr Mn Fe Co Ni Cu Y Zr Nb Mo Tc Ru Rh Pd Hf Ta W Re Os Ir Pt "
-    "La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu".split()
-)
 
 
 @dataclass(frozen=True)
@@ -181,13 +176,15 @@ def order_from_run(run: str) -> str:
 
 
 def label_table(data_dir: Path, threshold: float) -> pd.DataFrame:
-    """One row per split-index row with its labels, from the split files' attributes."""
-    import h5py
-
+    """One row per split-index row with its labels, from ``split/index.parquet`` alone (stage 02
+    wrote every number a label needs there, so no split file is opened)."""
     path = data_dir / "split" / "index.parquet"
     if not path.is_file():
         raise MagnbError("no split index: run stage 02 (magnb split) first", path)
     index = pd.read_parquet(path)
+    missing = {"n_magnetic", "source_path", "input_hash"} - set(index.columns)
+    if missing:
+        raise MagnbError("split index from an older magnb: run stage 02 (magnb split) again", path)
     rows = []
     for rec in index.to_dict("records"):
         row: dict[str, Any] = {
@@ -196,7 +193,7 @@ def label_table(data_dir: Path, threshold: float) -> pd.DataFrame:
             "run": rec["run"] or "",
             "order": order_from_run(rec["run"] or ""),
             "spin_kind": rec["spin_kind"] or "",
-            "source_path": "",
+            "source_path": rec["source_path"] or "",
             "split_file": rec["path"],
             "status": "ok",
             "reason": "",
@@ -205,22 +202,13 @@ def label_table(data_dir: Path, threshold: float) -> pd.DataFrame:
             row.update(status="skipped", reason=f"split: {rec['error']}")
             rows.append(row)
             continue
-        with h5py.File(rec["path"], "r") as f:
-            a = f.attrs
-            row["source_path"] = str(a["source_path"])
-            row["formula"] = str(a["formula"])
-            moment_reported = float(a["moment"])
-            integral = float(a["moment_integral"])
-            species = [s.decode() for s in f["species"][()]]
-            site = f["site_moments"][()] if "site_moments" in f else None
-            row["input_hash"] = str(a["input_hash"])
+        integral = _number(rec["moment_integral"])
+        reported = _number(rec["moment"])
+        n_mag = int(rec["n_magnetic"])
+        row["input_hash"] = rec["input_hash"]
         row["moment_integral"] = integral
-        row["moment"] = moment_reported if not math.isnan(moment_reported) else integral
+        row["moment"] = reported if not math.isnan(reported) else integral
         row["moment_source"] = str(rec["moment_source"] or "") or "integral"
-        if site is not None:
-            n_mag = int((np.abs(site) >= 0.5).sum())
-        else:
-            n_mag = sum(1 for s in species if s in MAGNETIC_ELEMENTS)
         row["n_magnetic"] = n_mag
         row["moment_per_magnetic_atom"] = row["moment"] / n_mag if n_mag else math.nan
         row["moment_class"] = (
@@ -232,6 +220,11 @@ def label_table(data_dir: Path, threshold: float) -> pd.DataFrame:
         if column not in table:
             table[column] = math.nan
     return table.sort_values("calc_id", kind="stable").reset_index(drop=True)
+
+
+def _number(value: Any) -> float:
+    """A float from a parquet cell that may be None or NaN (no value)."""
+    return math.nan if value is None or pd.isna(value) else float(value)
 
 
 def assign_splits(

@@ -40,7 +40,13 @@ from magnb.errors import MagnbError
 from magnb.vasp import ChargeDensity, Moments, read_chgcar, read_moments, write_chgcar
 
 #: bump when the split file's content changes, so old outputs are redone
-SPLIT_FORMAT = 1
+SPLIT_FORMAT = 2
+
+#: elements counted as magnetic when the OUTCAR has no per-site table: 3d, 4d, 5d metals, 4f
+MAGNETIC_ELEMENTS = frozenset(
+    "Sc Ti V Cr Mn Fe Co Ni Cu Y Zr Nb Mo Tc Ru Rh Pd Hf Ta W Re Os Ir Pt "
+    "La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb Lu".split()
+)
 
 INDEX_COLUMNS = [
     "calc_id",
@@ -60,6 +66,9 @@ INDEX_COLUMNS = [
     "moment",
     "moment_source",
     "moment_flag",
+    "n_magnetic",
+    "source_path",
+    "input_hash",
     "path",
 ]
 
@@ -233,7 +242,14 @@ def split_one(
             comment=f"{meta['calc_id']} magnetization (muB), written by magnb",
         )
 
+    if moments.per_site is not None:  # magnetic sites: those VASP gives half a muB or more
+        n_magnetic = int((np.abs(moments.per_site) >= 0.5).sum())
+    else:
+        n_magnetic = sum(1 for site in structure if site.specie.symbol in MAGNETIC_ELEMENTS)
     return {
+        "n_magnetic": n_magnetic,
+        "source_path": meta.get("source_path", ""),
+        "input_hash": meta["input_hash"],
         "spin_kind": density.spin_kind,
         "nx": nx,
         "ny": ny,
@@ -337,7 +353,7 @@ def split_all(config: SplitConfig) -> SplitResult:
         elif row.calc_id in submitted:
             counts["written"] += 1
     index["moment_flag"] = index["moment_flag"].astype("boolean")
-    for column in ("nx", "ny", "nz", "natoms"):
+    for column in ("nx", "ny", "nz", "natoms", "n_magnetic"):
         index[column] = index[column].astype("Int64")
     counts["flagged"] = int(index["moment_flag"].fillna(False).sum())
     with atomic_path(split_dir / "index.parquet") as tmp:

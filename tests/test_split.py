@@ -41,6 +41,9 @@ def test_split_fixture_tree(tree, tmp_path):
     assert not idx["moment_flag"].any()
     assert idx.loc["NO__unpolarized", "spin_kind"] == "none"
     assert idx.loc["Fe__spin", "moment_integral"] == pytest.approx(2.2725, abs=1e-3)
+    # magnetic sites: by element without a site table (Fe: 1, NO: 0), by |m| >= 0.5 with one (Si)
+    assert list(idx.loc[["Fe__spin", "NO__polarized", "Si__static"], "n_magnetic"]) == [1, 0, 0]
+    assert idx.loc["NO__polarized", "source_path"] == str((tree / "NO/polarized").resolve())
 
     s = load_split(tmp_path / "data/split/NO__polarized.h5")
     ref = read_chgcar(tree / "NO/polarized/CHGCAR")
