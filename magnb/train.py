@@ -12,6 +12,7 @@ and a finished run is not trained twice (unless ``force``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -314,31 +315,23 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
 
         tf.config.experimental.enable_op_determinism()
 
-    loader_args = {"workers": config.workers, "use_multiprocessing": False}
-    train_data = DensityDataset(
-        config.dataset_dir,
-        split="train",
-        label=config.label,
-        batch_size=global_batch,
-        shuffle=True,
-        augment=config.augment,
-        seed=config.seed,
-        **loader_args,
-    )
-    val_data = None
-    if info["sizes"]["val"]:
-        val_data = DensityDataset(
+    def loader(split: str, **options: Any) -> Any:
+        return DensityDataset(
             config.dataset_dir,
-            split="val",
+            split=split,
             label=config.label,
             batch_size=global_batch,
-            shuffle=False,
-            **loader_args,
+            workers=config.workers,
+            use_multiprocessing=False,
+            **options,
         )
+
+    train_data = loader("train", shuffle=True, augment=config.augment, seed=config.seed)
+    val_data = loader("val", shuffle=False) if info["sizes"]["val"] else None
     classification = is_classification(config.label)
     n_classes = 2 if classification else 1
 
-    scope = strategy.scope() if strategy is not None else _nullcontext()
+    scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
         model = build_model(config, info["shape"], n_classes)
         if classification:
@@ -395,10 +388,7 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
         model.save(run_dir / "model.keras")
 
     best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
-    test_data = DensityDataset(
-        config.dataset_dir, split="test", label=config.label, batch_size=global_batch,
-        shuffle=False,
-    )  # fmt: skip
+    test_data = loader("test", shuffle=False)
     predictions = best.predict(test_data, verbose=0)
     model_output = predictions[:, 1] if classification else predictions[:, 0]
     results = evaluate_all(
@@ -423,14 +413,6 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
     with atomic_write(metrics_path, "w") as fh:
         json.dump(metrics, fh, indent=2)
     return RunResult(run_dir, metrics, read_history(run_dir), resumed_from_epoch=done_before)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 # --------------------------------------------------------------------------------------------
