@@ -7,7 +7,8 @@ accuracy. So every result of stage 04 is reported beside
 - ``majority``: the training split's majority class (classification) or mean (regression);
 - ``physics``: the integral of the magnetization (``moment_integral``, computed by stage 02 from
   the density itself): ``|integral| > threshold`` for ``moment_class``, a single cut on
-  ``|integral| / n_magnetic`` fitted on the training split for ``order``, the integral itself
+  ``|integral| / n_magnetic`` fitted on the training split for ``order`` (and for the FM class of
+  ``order_pattern``, whose other classes an integral cannot tell apart), the integral itself
   (or per magnetic atom) for the regression labels;
 - ``descriptor``: a linear model (logistic or ridge regression) on a few per-channel statistics of
   the density (:func:`descriptor_features`), computed batch by batch so memory does not grow
@@ -29,12 +30,13 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from magnb.dataset import LABEL_CLASSES
 from magnb.errors import MagnbError
 
 Task = Literal["classification", "regression"]
 
 #: labels predicted as classes; the others (moment, moment_per_magnetic_atom) are regressions
-CLASSIFICATION_LABELS = ("order", "moment_class")
+CLASSIFICATION_LABELS = tuple(LABEL_CLASSES)
 #: the per-channel statistics of :func:`descriptor_features`, in column order
 DESCRIPTOR_STATS = (
     "mean",
@@ -229,25 +231,20 @@ def majority_baseline(
 
 
 def _label_rows(table: pd.DataFrame, label: str) -> pd.DataFrame:
-    """The rows of ``table`` that carry ``label`` (as :class:`magnb.dataset.DensityDataset`
-    keeps them): order FM/AFM, moment_class 0/1, any row for the regressions."""
-    if "status" in table:
-        table = table[table["status"] == "ok"]
-    if label == "order":
-        table = table[table["order"].isin(["FM", "AFM"])]
-    elif label == "moment_class":
-        table = table[table["moment_class"] >= 0]
-    return table
+    """The rows of ``table`` that carry ``label``, as :class:`magnb.dataset.DensityDataset`
+    keeps them (:func:`magnb.dataset.label_rows`)."""
+    from magnb.dataset import label_rows
+
+    return label_rows(table, label)
 
 
 def _table_labels(table: pd.DataFrame, label: str) -> np.ndarray:
-    """The label column as the loader encodes it (order: 1 = FM, 0 = AFM)."""
-    col = table[label].to_numpy()
-    if label == "order":
-        return (col == "FM").astype(np.int64)
-    if label == "moment_class":
-        return col.astype(np.int64)
-    return col.astype(np.float64)
+    """The label column as the loader encodes it (order: 1 = FM, 0 = AFM; order_pattern: the
+    index in ``magnb.dataset.LABEL_CLASSES``), int64 classes or float64 values."""
+    from magnb.dataset import encode_labels
+
+    out = encode_labels(table[label].to_numpy(), label)
+    return out.astype(np.int64 if task_for(label) == "classification" else np.float64)
 
 
 def _integral(table: pd.DataFrame, per_atom: bool) -> np.ndarray:
@@ -302,6 +299,10 @@ def physics_baseline(
     - ``order``: FM iff ``|moment_integral| / n_magnetic > cut``, the single cut that maximizes
       balanced accuracy on ``train_table`` (see :func:`best_cut`); ROC-AUC is scored on the ratio.
       ``n_magnetic`` of 0 counts as 1.
+    - ``order_pattern``: the same cut says FM or not; below it, the training split's most common
+      antiparallel pattern (an integral cannot tell Neel from zigzag from stripe). ROC-AUC is
+      scored on pseudo-probabilities: ``sigmoid((ratio - cut) / 0.1 muB)`` for FM, the rest on
+      that pattern.
     - ``moment``: ``moment_integral``; ``moment_per_magnetic_atom``: ``moment_integral /
       n_magnetic``.
 
@@ -349,11 +350,52 @@ def physics_baseline(
             "train_balanced_accuracy": train_ba,
             **out,
         }
+    if label == "order_pattern":
+        return _physics_order_pattern(train_table, test, y_test)
     per_atom = label == "moment_per_magnetic_atom"
     pred_f = _integral(test, per_atom=per_atom)
     out = regression_metrics(y_test, pred_f)
     method = "moment_integral / n_magnetic" if per_atom else "moment_integral"
     return {"method": method, **out}
+
+
+def _physics_order_pattern(
+    train_table: pd.DataFrame, test: pd.DataFrame, y_test: np.ndarray
+) -> dict[str, Any]:
+    """The physics baseline for ``order_pattern`` (see :func:`physics_baseline`)."""
+    from scipy.special import expit
+
+    classes = LABEL_CLASSES["order_pattern"]
+    fm = classes.index("FM")
+    train = _label_rows(train_table, "order_pattern")
+    if len(train) == 0:
+        raise MagnbError("the training table has no rows with an order pattern")
+    y_train = _table_labels(train, "order_pattern")
+    cut, train_ba = best_cut(np.abs(_integral(train, per_atom=True)), (y_train == fm).astype(int))
+    afm = y_train[y_train != fm]
+    below = int(np.bincount(afm, minlength=len(classes)).argmax()) if len(afm) else fm
+    score = np.abs(_integral(test, per_atom=True))
+    notes: list[str] = []
+    if cut is None:
+        p_fm = np.full(len(score), float(len(afm) == 0))
+        notes.append("training split holds FM only or no FM: no cut to fit")
+    else:
+        p_fm = expit((score - cut) / PHYSICS_SOFTNESS)
+    prob = np.zeros((len(score), len(classes)))
+    prob[:, fm] = p_fm
+    prob[:, below] += 1.0 - p_fm
+    pred = np.where(p_fm > 0.5, fm, below).astype(np.int64)
+    out = classification_metrics(y_test, prob, y_pred=pred)
+    out["notes"] = notes + out["notes"]
+    return {
+        "method": (
+            f"FM iff |moment_integral| / n_magnetic > cut (cut fit on train), else "
+            f"{classes[below]} (the training split's most common other pattern)"
+        ),
+        "cut": cut,
+        "train_balanced_accuracy": train_ba,
+        **out,
+    }
 
 
 # --------------------------------------------------------------------------------------------

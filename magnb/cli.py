@@ -22,6 +22,7 @@ from magnb.errors import MagnbError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO_ROOT / "notebooks"
+CONFIGS = REPO_ROOT / "configs"
 KERNEL_NAME = "magnb"
 
 
@@ -56,7 +57,7 @@ def run_notebook(name: str, out_dir: Path, parameters: dict, cwd: Path | None = 
 def cmd_synth(args: argparse.Namespace) -> int:
     from magnb.synth import SynthConfig, write_demo_tree
 
-    config = SynthConfig(**({"n_compounds": args.compounds} if args.compounds else {}))
+    config = SynthConfig.demo(*([args.compounds] if args.compounds else []))
     folders = write_demo_tree(Path(args.out), config)
     print(f"synth: wrote {len(folders)} generated demo calculations under {args.out}")
     return 0
@@ -142,22 +143,28 @@ def cmd_run_id(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from magnb.config import TrainConfig, from_mapping
+    from magnb.config import TrainConfig, from_mapping, load_train_config, to_mapping
     from magnb.synth import SynthConfig, write_demo_tree
 
     out = Path(args.out).resolve()
     source = out / "vasp"
     data = out / "data"
     executed = out / "notebooks"
-    config = SynthConfig(**({"n_compounds": args.compounds} if args.compounds else {}))
+    config = SynthConfig.demo(*([args.compounds] if args.compounds else []))
     folders = write_demo_tree(source, config)
     print(f"demo: {len(folders)} generated calculations in {source} (synthetic demo data, not DFT)")
     runs = out / "runs"
+    # the demo trains configs/default.yaml, passed whole so the run is exactly that config
+    train_params = {
+        **to_mapping(load_train_config(CONFIGS / "default.yaml")),
+        "dataset_dir": str(data),
+        "runs_dir": str(runs),
+    }
     steps = [
         ("01_collect.ipynb", {"source_dir": str(source), "data_dir": str(data)}),
         ("02_split.ipynb", {"data_dir": str(data)}),
         ("03_scrape.ipynb", {"data_dir": str(data)}),
-        ("04_train.ipynb", {"dataset_dir": str(data), "runs_dir": str(runs)}),
+        ("04_train.ipynb", train_params),
         ("05_visualize.ipynb", {"runs_dir": str(runs), "save_pictures": True}),
     ]
     for name, params in steps:

@@ -172,7 +172,9 @@ class TrainConfig:
     dataset_dir: Path = Path("demo/data")  #: folder with dataset.h5 and table.parquet
     runs_dir: Path = Path("runs")
     name: str = "default"  #: run folder is runs_dir/<name>-<hash of the config>
-    label: Literal["order", "moment_class", "moment", "moment_per_magnetic_atom"] = "order"
+    label: Literal[
+        "order", "order_pattern", "moment_class", "moment", "moment_per_magnetic_atom"
+    ] = "order"
     channels: tuple[str, ...] | None = None  #: if given, must equal the dataset's channels
     model: Literal["default", "seed_base"] = "default"
     filters: tuple[int, ...] = (8, 16)

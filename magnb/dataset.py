@@ -7,7 +7,8 @@
   which axes are periodic, the normalization statistics (training split only), the input hash;
 - ``<data>/table.parquet``: one row per calculation: ``sample`` (row in ``samples``, -1 when
   skipped), calc_id, formula, run, source_path, labels (moment, moment_integral,
-  moment_per_magnetic_atom, ``moment_class`` = |moment| > threshold, magnetic ``order``), the
+  moment_per_magnetic_atom, ``moment_class`` = |moment| > threshold, magnetic ``order`` FM/AFM
+  and its spin pattern ``order_pattern`` FM/Neel/zigzag/stripe, both from the run tag), the
   split (train/val/test, grouped by formula) and k-fold ``fold``, status and the skip reason.
 
 The samples are streamed: one sample per worker in flight, written as it arrives, so peak memory
@@ -38,14 +39,23 @@ from magnb.errors import MagnbError
 from magnb.grid import crop_c, resample_cube, resample_fractional, slab_window, tile
 
 #: bump when the dataset's content or table columns change, so old builds are redone
-DATASET_FORMAT = 4
+DATASET_FORMAT = 5
 CHANNELS = ("m", "m+", "m-", "total", "up", "down", "|m|", "mx", "my", "mz")
 CHANNEL_UNITS = {c: "muB/A^3" for c in CHANNELS} | {
     "total": "e/A^3",
     "up": "e/A^3",
     "down": "e/A^3",
 }
-ORDERS = {"FM": re.compile(r"^(fm|ferro)", re.I), "AFM": re.compile(r"^(afm|antiferro|neel)", re.I)}
+ORDERS = {
+    "FM": re.compile(r"^(fm|ferro)", re.I),
+    "AFM": re.compile(r"^(afm|antiferro|neel|zig-?zag|stripe)", re.I),
+}
+#: spin patterns named in AFM run tags (``AFM-zigzag``, ``neel``, ``afm_stripe``...)
+ORDER_PATTERNS = {
+    "Neel": re.compile(r"neel", re.I),
+    "zigzag": re.compile(r"zig-?zag", re.I),
+    "stripe": re.compile(r"stripe", re.I),
+}
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,7 @@ class ScrapeConfig:
     normalization: Literal["none", "standard", "maxabs"] = "none"
     threshold: float = 4.0  #: muB; moment_class = |moment| > threshold
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    stratify: Literal["order", "moment_class", "none"] = "order"
+    stratify: Literal["order", "order_pattern", "moment_class", "none"] = "order"
     kfold: int = 5
     seed: int = 0
     workers: int = 0
@@ -175,6 +185,19 @@ def order_from_run(run: str) -> str:
     return ""
 
 
+def order_pattern_from_run(run: str) -> str:
+    """The spin pattern a run tag names: 'FM', 'Neel', 'zigzag' or 'stripe'; '' when the tag
+    names no pattern (a bare ``AFM`` says antiparallel, not which arrangement)."""
+    order = order_from_run(run)
+    if order == "FM":
+        return "FM"
+    if order == "AFM":
+        for name, pattern in ORDER_PATTERNS.items():
+            if pattern.search(run):
+                return name
+    return ""
+
+
 def label_table(data_dir: Path, threshold: float) -> pd.DataFrame:
     """One row per split-index row with its labels, from ``split/index.parquet`` alone (stage 02
     wrote every number a label needs there, so no split file is opened)."""
@@ -192,6 +215,7 @@ def label_table(data_dir: Path, threshold: float) -> pd.DataFrame:
             "formula": rec["formula"],
             "run": rec["run"] or "",
             "order": order_from_run(rec["run"] or ""),
+            "order_pattern": order_pattern_from_run(rec["run"] or ""),
             "spin_kind": rec["spin_kind"] or "",
             "source_path": rec["source_path"] or "",
             "split_file": rec["path"],
@@ -640,7 +664,43 @@ def read_table(dataset_dir: str | Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 # the loader
 
-LABELS = ("order", "moment_class", "moment", "moment_per_magnetic_atom")
+#: the classes of each classification label, in the order of their indices
+LABEL_CLASSES: dict[str, tuple[str, ...]] = {
+    "order": ("AFM", "FM"),
+    "order_pattern": ("FM", "Neel", "zigzag", "stripe"),
+    "moment_class": ("0", "1"),
+}
+#: every label a model can train on; those not in LABEL_CLASSES are regressions
+LABELS = ("order", "order_pattern", "moment_class", "moment", "moment_per_magnetic_atom")
+
+
+def label_rows(table: pd.DataFrame, label: str) -> pd.DataFrame:
+    """The rows of a dataset table that carry ``label``: status ok, with a sample, and a known
+    class (order FM/AFM, a named order pattern, moment_class 0/1) or any value (regressions)."""
+    if "status" in table:
+        table = table[table["status"] == "ok"]
+    if "sample" in table:
+        table = table[table["sample"] >= 0]
+    if label in ("order", "order_pattern"):
+        if label not in table:
+            raise MagnbError(f"the dataset table has no {label!r} column: rebuild it (stage 03)")
+        table = table[table[label].isin(LABEL_CLASSES[label])]
+    elif label == "moment_class":
+        table = table[table["moment_class"] >= 0]
+    return table
+
+
+def encode_labels(values: Any, label: str) -> np.ndarray:
+    """A label column as the models see it: class indices (int32, in :data:`LABEL_CLASSES`
+    order: order 0 = AFM, 1 = FM) or float32 values for the regressions."""
+    col = np.asarray(values)
+    if label in ("order", "order_pattern"):
+        classes = LABEL_CLASSES[label]
+        index = {c: i for i, c in enumerate(classes)}
+        return np.array([index[v] for v in col], dtype=np.int32)
+    if label == "moment_class":
+        return col.astype(np.int32)
+    return col.astype(np.float32)
 
 
 def _density_dataset_class() -> type:
@@ -653,7 +713,8 @@ def _density_dataset_class() -> type:
         (works on every backend, with ``workers``/``use_multiprocessing`` for parallel reading).
 
         ``x`` is float32 ``(batch, X, Y, Z, C)`` with the stored normalization applied; ``y`` is the
-        label column: ``order`` (0 = AFM, 1 = FM), ``moment_class`` (0/1), or a float moment.
+        label column: class indices for ``order`` (0 = AFM, 1 = FM), ``order_pattern`` (0 = FM,
+        1 = Neel, 2 = zigzag, 3 = stripe) and ``moment_class`` (0/1), or a float moment.
         With ``augment``, each sample is rolled by a random whole number of voxels along each periodic
         axis (exact for periodic densities). Shuffling and rolls are seeded by (seed, epoch, batch).
         """
@@ -685,10 +746,7 @@ def _density_dataset_class() -> type:
                 table = table[table["split"] == split]
             if rows is not None:
                 table = table.iloc[rows]
-            if label == "order":
-                table = table[table["order"].isin(["FM", "AFM"])]
-            if label == "moment_class":
-                table = table[table["moment_class"] >= 0]
+            table = label_rows(table, label)
             self.dropped_nonfinite = 0
             if label in ("moment", "moment_per_magnetic_atom"):
                 finite = np.isfinite(table[label].astype(float))  # NaN e.g. with no magnetic atom
@@ -718,12 +776,7 @@ def _density_dataset_class() -> type:
             return self._labels(np.arange(len(self.table)))
 
         def _labels(self, idx: np.ndarray) -> np.ndarray:
-            col = self.table[self.label].to_numpy()[idx]
-            if self.label == "order":
-                return (col == "FM").astype(np.int32)
-            if self.label == "moment_class":
-                return col.astype(np.int32)
-            return col.astype(np.float32)
+            return encode_labels(self.table[self.label].to_numpy()[idx], self.label)
 
         def _permutation(self) -> np.ndarray:
             n = len(self.table)

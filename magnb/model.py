@@ -24,11 +24,12 @@ if TYPE_CHECKING:
 
 __all__ = ["PeriodicConv3D", "build_model", "check_model_fits", "is_classification"]
 
-CLASSIFICATION_LABELS = ("order", "moment_class")
-
 
 def is_classification(label: str) -> bool:
-    return label in CLASSIFICATION_LABELS
+    """True for the class labels (order, order_pattern, moment_class), False for regressions."""
+    from magnb.dataset import LABEL_CLASSES
+
+    return label in LABEL_CLASSES
 
 
 def _blocks(config: TrainConfig) -> list[tuple[int, int, int]]:

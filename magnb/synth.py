@@ -8,12 +8,19 @@ CHGCAR and OUTCAR say so in their first line, and ``<root>/README.txt`` says so 
 Densities are sums of model atomic shells, moments come from a small table of nominal spins with
 seeded variation, and energies from a toy exchange model.
 
-The tree is ``<root>/<formula>/<order>/`` with ``order`` in ``FM`` (all A moments parallel) and
-``AFM`` (Neel: the two honeycomb sites antiparallel). Compounds are CrSiTe3/CrGeTe3/MnPS3-like
-monolayers ``A2B2X6``: a honeycomb of A in {V, Cr, Mn, Fe, Co, Ni} (one or two species per cell),
-a B2 dimer (B in {Si, Ge, P}) through the centre of each hexagon, perpendicular to the layer, and
-six X in {S, Se, Te} above and below the metal plane; hexagonal cell, vacuum along c, slab centred
-at z = 1/2, 10 atoms per cell.
+The tree is ``<root>/<formula>/<order>/``. Compounds are CrSiTe3/CrGeTe3/MnPS3-like monolayers
+``A2B2X6``: a honeycomb of A in {V, Cr, Mn, Fe, Co, Ni} (one or two species, one per honeycomb
+sublattice), a B2 dimer (B in {Si, Ge, P}) through the centre of each hexagon, perpendicular to the
+layer, and six X in {S, Se, Te} above and below the metal plane; vacuum along c, slab centred at
+z = 1/2. Two cells:
+
+- ``hexagonal`` (10 atoms, 2 A): orders ``FM`` (all A moments parallel) and ``AFM`` (Neel: the
+  two honeycomb sublattices antiparallel);
+- ``rectangular`` (20 atoms, 4 A, a x sqrt(3) a): also ``AFM-zigzag`` (ferromagnetic zigzag
+  chains, antiparallel to each other) and ``AFM-stripe`` (parallel pairs across the chains,
+  antiparallel along them); ``AFM-Neel`` is Neel. In one compound Neel, zigzag and stripe carry
+  the same local moments, so which one a density shows is written in where the up and down
+  moments sit, not in how much there is of each: a task for a model that sees space.
 
 What holds exactly, so that tests and labels can rely on it:
 
@@ -33,8 +40,9 @@ moments follow a high-spin d-electron count (A2+ with B = P, A3+ with B = Si, Ge
 seeded covalency factor; the d-shell magnetization has the t2g/eg angular shape of that
 configuration in the site's own octahedral frame; ligands carry a small induced moment opposite to
 their A neighbours (which cancels in a Neel cell); insulating compounds have integer total
-moments. An AFM cell with two different A species is a ferrimagnet with a nonzero net moment, so
-"total moment == 0" does not classify the order by itself.
+moments. A Neel cell with two different A species is a ferrimagnet with a nonzero net moment, so
+"total moment == 0" does not classify the order by itself (zigzag and stripe cells compensate
+each species and have none).
 """
 
 from __future__ import annotations
@@ -54,7 +62,9 @@ from magnb._io import atomic_write
 __all__ = [
     "A_SPECIES",
     "B_SPECIES",
+    "CELLS",
     "ORDERS",
+    "ORDER_PATTERNS",
     "X_SPECIES",
     "CompoundSpec",
     "SynthCalculation",
@@ -70,7 +80,24 @@ __all__ = [
 #: Marker written into the first line of every generated file.
 DISCLAIMER = "magnb synthetic demo data, NOT a DFT calculation"
 
-ORDERS = ("FM", "AFM")
+#: run tags the generator writes; "AFM" is the Neel order (the only AFM order of the hexagonal
+#: cell). Tags keep their position here: it seeds each run's random numbers.
+ORDERS = ("FM", "AFM", "AFM-Neel", "AFM-zigzag", "AFM-stripe")
+#: the spin pattern each tag stands for
+ORDER_PATTERNS = {
+    "FM": "FM",
+    "AFM": "Neel",
+    "AFM-Neel": "Neel",
+    "AFM-zigzag": "zigzag",
+    "AFM-stripe": "stripe",
+}
+#: compounds in the demo tree (x 4 orders)
+DEMO_COMPOUNDS = 24
+#: cells the generator builds, and the orders each can hold
+CELLS = {
+    "hexagonal": ("FM", "AFM", "AFM-Neel"),
+    "rectangular": ORDERS,
+}
 A_SPECIES = ("V", "Cr", "Mn", "Fe", "Co", "Ni")
 B_SPECIES = ("Si", "Ge", "P")
 X_SPECIES = ("S", "Se", "Te")
@@ -346,13 +373,22 @@ def _params(spec: CompoundSpec, seed: int) -> _Params:
     return _Params(a, u, h, f, afm_reduction, insulating, j_mev, e_base)
 
 
-def _build_structure(spec: CompoundSpec, p: _Params, vacuum: float):
-    """The 10-atom hexagonal cell: A on (1/3, 2/3) and (2/3, 1/3), B2 at the hexagon centre along
-    c, 3 X above and 3 below (staggered), slab centred at z = 1/2."""
+def _build_structure(spec: CompoundSpec, p: _Params, vacuum: float, cell: str = "hexagonal"):
+    """The cell and, per A site, its honeycomb sublattice (0, 1) and layer (0, 1).
+
+    ``hexagonal``: the 10-atom primitive cell, A on (1/3, 2/3) (sublattice 0) and (2/3, 1/3)
+    (sublattice 1), the B2 dimer at the hexagon centre along c, 3 X above and 3 below
+    (staggered), slab centred at z = 1/2.
+
+    ``rectangular``: the 20-atom orthohexagonal cell a x sqrt(3) a (lattice vectors a1, a1 + 2 a2,
+    c), which holds the primitive cell at layer 0 and its image shifted by a2 at layer 1. Four A
+    sites: enough for the zigzag and stripe orders as well as FM and Neel. Sites are ordered A of
+    sublattice 0, A of sublattice 1, B, X, so that each species is one contiguous run.
+    """
     from pymatgen.core import Lattice, Structure
 
     c = 2.0 * p.h + vacuum
-    lattice = Lattice.hexagonal(p.a, c)
+    hexagonal = Lattice.hexagonal(p.a, c)
     dz_b = _B[spec.b].dimer / 2.0 / c
     dz_x = p.h / c
     u = p.u
@@ -369,7 +405,48 @@ def _build_structure(spec: CompoundSpec, p: _Params, vacuum: float):
         (0.0, 1 - u, 0.5 - dz_x),
         (u, u, 0.5 - dz_x),
     ]
-    return Structure(lattice, species, coords)
+    if cell == "hexagonal":
+        return Structure(hexagonal, species, coords), [(0, 0), (1, 0)]
+    if cell != "rectangular":
+        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+    a1, a2, a3 = np.array(hexagonal.matrix)
+    rectangular = Lattice(np.array([a1, a1 + 2.0 * a2, a3]))
+    to_rect = np.linalg.inv(rectangular.matrix)
+    sites: list[tuple[int, int, str, NDArray]] = []  # (sort key, layer, species, frac)
+    for layer in (0, 1):
+        for i, (sym, frac) in enumerate(zip(species, coords, strict=True)):
+            cart = np.asarray(frac) @ hexagonal.matrix + layer * a2
+            f = cart @ to_rect
+            f[:2] -= np.floor(f[:2] + 1e-9)
+            key = i if i < 2 else 2 + (i >= 4)  # A0, A1, B, X
+            sites.append((key, layer, sym, f))
+    sites.sort(key=lambda t: (t[0], t[1]))
+    structure = Structure(rectangular, [t[2] for t in sites], [t[3] for t in sites])
+    return structure, [(key, layer) for key, layer, _, _ in sites if key < 2]
+
+
+def _spin_signs(order: str, a_sites: Sequence[tuple[int, int]]) -> list[float]:
+    """+1/-1 per A site for ``order``, from each site's (sublattice, layer).
+
+    In the rectangular cell the zigzag chains run along a and hold one site of each sublattice
+    per layer; the bonds along b join sublattice 0 of one layer to sublattice 1 of the other.
+    FM: all parallel. Neel: the two sublattices antiparallel (every neighbour pair antiparallel).
+    Zigzag: the layers antiparallel (each site has 2 parallel neighbours, 1 antiparallel).
+    Stripe: parallel along b, antiparallel along the chains (1 parallel, 2 antiparallel).
+    """
+    pattern = ORDER_PATTERNS[order]
+    signs = []
+    for sublattice, layer in a_sites:
+        if pattern == "FM":
+            s = 1
+        elif pattern == "Neel":
+            s = 1 - 2 * sublattice
+        elif pattern == "zigzag":
+            s = 1 - 2 * layer
+        else:  # stripe
+            s = 1 if sublattice == layer else -1
+        signs.append(float(s))
+    return signs
 
 
 def _neighbours(lattice: NDArray, frac: NDArray, i: int, candidates: Sequence[int], count: int):
@@ -609,21 +686,26 @@ def make_calculation(
     seed: int = 0,
     vacuum: float = 18.0,
     spacing: float = 0.25,
+    cell: str = "hexagonal",
 ) -> SynthCalculation:
     """Generate one spin-polarized calculation in memory (demo data, not DFT).
 
     ``compound`` is a :class:`CompoundSpec` or a formula (``"Cr2Ge2Te6"``, ``"CrMnSi2Te6"``);
-    ``order`` is ``"FM"`` or ``"AFM"`` (Neel). ``grid`` is the CHGCAR grid (``None``: chosen from
-    the cell with points at most ``spacing`` A apart). The FM and AFM runs of one compound and seed
-    share the structure. The same arguments always give the same arrays.
+    ``order`` is a tag of :data:`ORDERS` (``"AFM"`` is Neel) that ``cell`` can hold
+    (:data:`CELLS`: the 10-atom ``hexagonal`` cell holds FM and Neel, the 20-atom ``rectangular``
+    one also zigzag and stripe). ``grid`` is the CHGCAR grid (``None``: chosen from the cell with
+    points at most ``spacing`` A apart). The runs of one compound, seed and cell share the
+    structure. The same arguments always give the same arrays.
     """
     spec = CompoundSpec.parse(compound) if isinstance(compound, str) else compound
-    if order not in ORDERS:
-        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {tuple(CELLS)}, got {cell!r}")
+    if order not in CELLS[cell]:
+        raise ValueError(f"order must be one of {CELLS[cell]} in a {cell} cell, got {order!r}")
     if vacuum < 8.0:
         raise ValueError(f"vacuum must be at least 8 A so that slabs do not touch, got {vacuum}")
     p = _params(spec, seed)
-    structure = _build_structure(spec, p, vacuum)
+    structure, a_sites = _build_structure(spec, p, vacuum, cell)
     lattice = np.array(structure.lattice.matrix)
     if grid is None:
         grid = grid_for_cell(lattice, spacing)
@@ -638,34 +720,39 @@ def make_calculation(
     natoms = len(symbols)
     ox = spec.oxidation
     fm = order == "FM"
+    n_a = len(a_sites)  # A sites come first, then the B dimer(s), then X
+    a_idx = list(range(n_a))
+    b_idx = list(range(n_a, n_a + n_a))
+    x_idx = list(range(2 * n_a, natoms))
+    sublattice = [s for s, _ in a_sites]
 
     # ---- moments
     moments = np.zeros(natoms)
-    nominal = [_nominal_moment(s, ox) for s in spec.a_sites]
-    for k in range(2):
-        sign = 1.0 if (fm or k == 0) else -1.0
+    nominal = [_nominal_moment(s, ox) for s in spec.a_sites]  # per sublattice
+    signs = _spin_signs(order, a_sites)
+    site_nominal = [nominal[s] for s in sublattice]
+    for k in a_idx:
         scale = 1.0 if fm else 1.0 - p.afm_reduction
-        moments[k] = sign * p.f[k] * nominal[k] * scale
-    moments[:2] = np.round(moments[:2], 3)
-    x_idx = list(range(4, 10))
-    b_idx = [2, 3]
+        moments[k] = signs[k] * p.f[sublattice[k]] * site_nominal[k] * scale
+    moments[:n_a] = np.round(moments[:n_a], 3)
     alpha = _X[spec.x].alpha
     for i in x_idx:
-        nb = _neighbours(lattice, frac, i, [0, 1], 2)
+        nb = _neighbours(lattice, frac, i, a_idx, 2)
         moments[i] = -alpha * sum(moments[j] for j, _ in nb)
     for i in b_idx:
         nb = _neighbours(lattice, frac, i, x_idx, 3)
         moments[i] = 0.15 * np.mean([moments[j] for j, _ in nb])
-    moments[2:] = np.round(moments[2:], 3)
+    moments[n_a:] = np.round(moments[n_a:], 3)
     moments[moments == 0] = 0.0  # no "-0.000" in the tables
 
     local = float(moments.sum())
+    net_nominal = sum(sign * n for sign, n in zip(signs, site_nominal, strict=True))
     if fm:
-        target = float(sum(nominal)) if p.insulating else local * (1 + rng.uniform(0.03, 0.12))
+        target = float(sum(site_nominal)) if p.insulating else local * (1 + rng.uniform(0.03, 0.12))
     elif not spec.mixed:
         target = 0.0 if p.insulating else float(rng.normal(0.0, 3e-4))
-    elif p.insulating and nominal[0] != nominal[1]:
-        target = float(nominal[0] - nominal[1])
+    elif p.insulating and net_nominal != 0:
+        target = float(net_nominal)
     else:
         target = local * (1 + rng.uniform(0.03, 0.12))
     target = round(target, 4)
@@ -677,9 +764,9 @@ def make_calculation(
         sp = _ALL[sym]
         channels: list[_Channel] = []
         frame = None
-        if i < 2:
+        if i < n_a:
             tu, td, eu, ed = _D_CONFIG[ox][sym]
-            ratio = moments[i] / nominal[i]  # covalency factor with the order's sign
+            ratio = moments[i] / site_nominal[i]  # covalency factor with the order's sign
             m_t, m_e = ratio * (tu - td), ratio * (eu - ed)
             n_t = max(tu + td + 0.6 * _DONATION, 1.1 * abs(m_t))
             n_e = max(eu + ed + 0.4 * _DONATION, 1.1 * abs(m_e))
@@ -713,12 +800,12 @@ def make_calculation(
     site_charges = np.zeros((natoms, 3))
     for i, sym in enumerate(symbols):
         mu = moments[i]
-        if i < 2:
+        if i < n_a:
             site_spd[i] = (0.004 * mu, 0.012 * mu, 0.984 * mu)
             tu, td, eu, ed = _D_CONFIG[ox][sym]
             semi = _ALL[sym].shells[0][1]
             site_charges[i] = (0.35, 0.9 * semi + 0.3, 0.93 * (tu + td + eu + ed + _DONATION))
-        elif i < 4:
+        elif i < 2 * n_a:
             site_spd[i] = (0.2 * mu, 0.8 * mu, 0.0)
             n_p = dict((name, e) for name, e, _, _ in _ALL[sym].shells)
             site_charges[i] = (0.75 * 2, 0.6 * n_p["p"] + 0.5, 0.9 * n_p.get("d", 0.0) + 0.1)
@@ -728,12 +815,21 @@ def make_calculation(
     site_charges *= 1.0 + 0.01 * rng.standard_normal(site_charges.shape)
 
     magmom_init = np.zeros(natoms)
-    for k in range(2):
-        magmom_init[k] = float(nominal[k]) * (1.0 if (fm or k == 0) else -1.0)
+    magmom_init[:n_a] = [float(n) * sign for n, sign in zip(site_nominal, signs, strict=True)]
 
+    # toy Heisenberg energy: -J S1 S2 per parallel nearest-neighbour bond (3 per A site, each
+    # joining the two sublattices), +J S1 S2 per antiparallel one
     s1, s2 = nominal[0] / 2.0, nominal[1] / 2.0
-    exchange = 3.0 * p.j_mev * 1e-3 * s1 * s2
-    energy = p.e_base + (-exchange if fm else exchange) + float(rng.normal(0.0, 2e-4))
+    bonds = (
+        sum(
+            signs[i] * signs[j]
+            for i in a_idx
+            for j, _ in _neighbours(lattice, frac, i, [k for k in a_idx if k != i], 3)
+        )
+        / 2.0
+    )
+    exchange = p.j_mev * 1e-3 * s1 * s2 * bonds
+    energy = (n_a // 2) * p.e_base - exchange + float(rng.normal(0.0, 2e-4))
 
     augmentation = (
         _augmentation(symbols, moments, rng, spin=False),
@@ -1129,12 +1225,15 @@ def write_calculation(folder: str | Path, calc: SynthCalculation) -> Path:
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """What the demo tree holds. Defaults: 32 compounds x (FM, AFM) = 64 calculations of about
-    2 MB each, written in seconds.
+    """What a generated tree holds. Defaults: 32 compounds x (FM, AFM) in the 10-atom hexagonal
+    cell = 64 calculations of about 2 MB each, written in seconds (the tests' trees).
+    :meth:`demo` is the tree ``magnb demo`` and ``magnb synth`` write: four orders in the
+    rectangular cell, so that the order is a spatial pattern, not only an amount of moment.
 
     ``compounds`` (formulas) overrides ``n_compounds``/``mixed_fraction``. ``grid`` is the CHGCAR
     grid of every calculation; ``None`` lets each cell pick its own from ``spacing`` (A) as VASP
-    does, so grids differ between compounds.
+    does, so grids differ between compounds. ``orders`` are tags of :data:`ORDERS` that ``cell``
+    can hold (:data:`CELLS`).
     """
 
     n_compounds: int = 32
@@ -1142,9 +1241,31 @@ class SynthConfig:
     spacing: float = 0.25
     seed: int = 0
     vacuum: float = 18.0
-    orders: tuple[str, ...] = ORDERS
+    orders: tuple[str, ...] = ("FM", "AFM")
     mixed_fraction: float = 0.35
     compounds: tuple[str, ...] | None = None
+    cell: str = "hexagonal"
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {tuple(CELLS)}, got {self.cell!r}")
+        for order in self.orders:
+            if order not in CELLS[self.cell]:
+                raise ValueError(
+                    f"orders must be drawn from {CELLS[self.cell]} in a {self.cell} cell, "
+                    f"got {order!r}"
+                )
+
+    @classmethod
+    def demo(cls, n_compounds: int = DEMO_COMPOUNDS) -> SynthConfig:
+        """The demo tree: ``n_compounds`` x (FM, Neel, zigzag, stripe) in the 20-atom rectangular
+        cell on a 24 x 40 x 96 grid (about 0.28 A between points in the plane)."""
+        return cls(
+            n_compounds=n_compounds,
+            grid=(24, 40, 96),
+            orders=("FM", "AFM-Neel", "AFM-zigzag", "AFM-stripe"),
+            cell="rectangular",
+        )
 
     def compound_specs(self) -> list[CompoundSpec]:
         """The compositions this configuration generates, in order."""
@@ -1168,9 +1289,6 @@ def write_demo_tree(
     from tqdm.auto import tqdm
 
     config = config or SynthConfig()
-    for order in config.orders:
-        if order not in ORDERS:
-            raise ValueError(f"orders must be drawn from {ORDERS}, got {order!r}")
     root = Path(root)
     specs = config.compound_specs()
     jobs = [(spec, order) for spec in specs for order in config.orders]
@@ -1178,7 +1296,7 @@ def write_demo_tree(
     for spec, order in tqdm(jobs, desc="demo calculations", unit="calc", disable=not progress):
         calc = make_calculation(
             spec, order, grid=config.grid, seed=config.seed, vacuum=config.vacuum,
-            spacing=config.spacing,
+            spacing=config.spacing, cell=config.cell,
         )  # fmt: skip
         folders.append(write_calculation(root / spec.formula / order, calc))
     with atomic_write(root / "README.txt") as fh:
@@ -1195,7 +1313,7 @@ def _readme(config: SynthConfig, specs: Sequence[CompoundSpec]) -> str:
         "seeded noise.\n"
         "Do not use them as physical results.\n\n"
         f"seed: {config.seed}\ngrid: {config.grid}\nvacuum: {config.vacuum}\n"
-        f"orders: {', '.join(config.orders)}\ncompounds ({len(specs)}): "
+        f"cell: {config.cell}\norders: {', '.join(config.orders)}\ncompounds ({len(specs)}): "
         + " ".join(s.formula for s in specs)
         + "\n"
     )

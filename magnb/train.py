@@ -282,7 +282,7 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
     import keras
 
     from magnb.baselines import evaluate_all
-    from magnb.dataset import DensityDataset
+    from magnb.dataset import LABEL_CLASSES, DensityDataset
     from magnb.model import build_model, is_classification
 
     run_dir = config.runs_dir / config.run_id
@@ -329,7 +329,7 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
     train_data = loader("train", shuffle=True, augment=config.augment, seed=config.seed)
     val_data = loader("val", shuffle=False) if info["sizes"]["val"] else None
     classification = is_classification(config.label)
-    n_classes = 2 if classification else 1
+    n_classes = len(LABEL_CLASSES[config.label]) if classification else 1
 
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
@@ -390,7 +390,7 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
     best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
     test_data = loader("test", shuffle=False)
     predictions = best.predict(test_data, verbose=0)
-    model_output = predictions[:, 1] if classification else predictions[:, 0]
+    model_output = predictions if n_classes > 2 else predictions[:, 1 if classification else 0]
     results = evaluate_all(
         config.dataset_dir, config.label, info["threshold"], model_output, split="test"
     )

@@ -602,20 +602,22 @@ def dataset_voxel_size(dataset_dir: str | Path) -> np.ndarray:
 
 
 def moment_histogram(table: pd.DataFrame, threshold: float, bins: int = 40) -> Any:
-    """Histogram of |moment| per sample with the class threshold drawn, coloured by order, so the
-    cut is chosen by looking (as the seed project chose 4 muB)."""
+    """Histogram of |moment| per sample with the class threshold drawn, coloured by the spin
+    pattern (or by FM/AFM where the run tags name no pattern), so the cut is chosen by looking
+    (as the seed project chose 4 muB)."""
     import plotly.express as px
 
     ok = table[table["status"] == "ok"].copy()
     if ok.empty:
         raise MagnbError("no usable samples in the table to draw")
     ok["|moment| (muB)"] = ok["moment"].abs()
-    ok["order"] = ok["order"].replace("", "unknown")
+    by = "order_pattern" if "order_pattern" in ok and (ok["order_pattern"] != "").any() else "order"
+    ok[by] = ok[by].replace("", "unknown")
     n_above = int((ok["|moment| (muB)"] > threshold).sum())
     fig = px.histogram(
         ok,
         x="|moment| (muB)",
-        color="order",
+        color=by,
         nbins=bins,
         barmode="stack",
         title=f"Total moment per cell: {n_above} of {len(ok)} above {threshold:g} muB",

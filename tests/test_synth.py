@@ -390,3 +390,97 @@ def test_grid_from_spacing() -> None:
             while m % p == 0:
                 m //= p
         assert m == 1
+
+
+# --------------------------------------------------------------------------------------------
+# the rectangular cell: four orders that differ in where the moments sit
+
+
+RECT_GRID = (12, 20, 48)
+PATTERN_ORDERS = ("FM", "AFM-Neel", "AFM-zigzag", "AFM-stripe")
+#: parallel nearest neighbours of every A site in each order (of 3 on the honeycomb)
+PARALLEL_NEIGHBOURS = {"FM": 3, "AFM-Neel": 0, "AFM-zigzag": 2, "AFM-stripe": 1}
+
+
+def _a_neighbour_signs(calc) -> list[list[float]]:
+    """For every A site, the products of its moment's sign with its 3 nearest A neighbours'."""
+    structure = calc.structure
+    a = [i for i, s in enumerate(structure) if s.specie.symbol in A_SPECIES]
+    signs = np.sign(calc.site_moments)
+    out = []
+    for i in a:
+        near = sorted(
+            (n for n in structure.get_neighbors(structure[i], 5.0) if n.index in a),
+            key=lambda n: n.nn_distance,
+        )[:3]
+        assert max(n.nn_distance for n in near) < 1.01 * min(n.nn_distance for n in near)
+        out.append([signs[i] * signs[n.index] for n in near])
+    return out
+
+
+@pytest.mark.parametrize("formula", ["Cr2Ge2Te6", "CrMnSi2Te6", "Ni2P2S6"])
+def test_rectangular_cell_orders_are_the_named_patterns(formula: str) -> None:
+    calcs = {
+        o: make_calculation(formula, o, grid=RECT_GRID, cell="rectangular") for o in PATTERN_ORDERS
+    }
+    first = calcs["FM"].structure
+    a, b, _ = first.lattice.abc
+    assert len(first) == 20 and first.lattice.angles == pytest.approx((90, 90, 90))
+    assert b == pytest.approx(np.sqrt(3) * a)
+    for order, calc in calcs.items():
+        assert calc.structure == first  # one cell; only the spins differ
+        pairs = _a_neighbour_signs(calc)
+        assert len(pairs) == 4
+        for products in pairs:
+            assert sum(p > 0 for p in products) == PARALLEL_NEIGHBOURS[order], order
+        # the written moment is the integral of the magnetization, exactly
+        assert close(calc.chg_magnetization.sum() / calc.chg_magnetization.size, calc.moment)
+        assert np.all(np.abs(calc.chg_magnetization) <= calc.chg_total)
+    # the antiparallel orders carry the same local moments: only their places differ
+    sizes = {o: np.sort(np.abs(calcs[o].site_moments[:4])) for o in PATTERN_ORDERS[1:]}
+    assert np.array_equal(sizes["AFM-Neel"], sizes["AFM-zigzag"])
+    assert np.array_equal(sizes["AFM-Neel"], sizes["AFM-stripe"])
+
+
+def test_rectangular_neel_matches_the_hexagonal_cell() -> None:
+    hexagonal = make_calculation("Cr2Ge2Te6", "AFM", grid=(12, 12, 48))
+    rectangular = make_calculation("Cr2Ge2Te6", "AFM-Neel", grid=(12, 20, 48), cell="rectangular")
+    # two formula units: twice the electrons, the same (zero) net moment, the same local moments
+    assert rectangular.nelect == pytest.approx(2 * hexagonal.nelect)
+    assert np.allclose(
+        np.sort(rectangular.site_moments[:4]), np.repeat(np.sort(hexagonal.site_moments[:2]), 2)
+    )
+    assert rectangular.energy == pytest.approx(2 * hexagonal.energy, abs=5e-3)
+
+
+def test_zigzag_and_stripe_compensate_each_species() -> None:
+    for formula in ("CrMnSi2Te6", "VCrGe2Se6"):
+        for order in ("AFM-zigzag", "AFM-stripe"):
+            calc = make_calculation(formula, order, grid=RECT_GRID, cell="rectangular")
+            symbols = [s.specie.symbol for s in calc.structure]
+            for species in set(CompoundSpec.parse(formula).a_sites):
+                sites = [i for i, s in enumerate(symbols) if s == species]
+                assert calc.site_moments[sites].sum() == pytest.approx(0.0, abs=1e-9)
+        neel = make_calculation(formula, "AFM-Neel", grid=RECT_GRID, cell="rectangular")
+        assert abs(neel.moment) >= 0.1  # the Neel cell of two species is a ferrimagnet
+
+
+def test_demo_config_writes_four_orders(tmp_path: Path) -> None:
+    config = SynthConfig.demo(2)
+    folders = write_demo_tree(
+        tmp_path, SynthConfig(**{**config.__dict__, "grid": RECT_GRID}), progress=False
+    )
+    assert sorted({f.name for f in folders}) == sorted(PATTERN_ORDERS)
+    assert len(folders) == 8
+    chg = Chgcar.from_file(folders[0] / "CHGCAR")
+    assert chg.data["total"].shape == RECT_GRID
+    assert "cell: rectangular" in (tmp_path / "README.txt").read_text()
+
+
+def test_orders_the_cell_cannot_hold_are_refused() -> None:
+    with pytest.raises(ValueError, match="hexagonal"):
+        make_calculation("Cr2Ge2Te6", "AFM-zigzag", grid=(12, 12, 48))
+    with pytest.raises(ValueError, match="cell must be one of"):
+        make_calculation("Cr2Ge2Te6", "FM", grid=(12, 12, 48), cell="oblique")
+    with pytest.raises(ValueError, match="orders must be drawn from"):
+        SynthConfig(orders=("FM", "AFM-stripe"))

@@ -50,7 +50,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         (
             "parameters",
             'data_dir = "../demo/data"  # magnb data folder (from 01 collect)\n'
-            "workers = 0  # processes; 0 = one per core\n"
+            "workers = 0  # processes (0: one per core)\n"
             "export_chgcar = False  # also write <calc_id>.mag.vasp for VESTA",
         ),
         (
@@ -104,13 +104,14 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "parameters",
             'data_dir = "../demo/data"  # magnb data folder (from 02 split)\n'
             'representation = "fractional"  # or "cube" (fixed voxel size in A)\n'
-            "grid = [24, 24, 24]  # points per cell along a, b, c (after the slab crop)\n"
-            "slab_window = 12.0  # A kept along c around the slab; None keeps the whole cell\n"
+            "grid = [24, 40, 24]  # points per cell along a, b, c (after the slab crop)\n"
+            "slab_window = 12.0  # A kept along c around the slab (None: the whole cell)\n"
             "supercell = [1, 1, 1]  # tiling along a, b, c (the seed used [2, 2, 1])\n"
             'channels = ["m+", "m-"]  # the seed\'s two channels\n'
             'normalization = "maxabs"\n'
-            "threshold = 4.0  # muB; moment_class = |moment| > threshold\n"
+            "threshold = 4.0  # muB: moment_class is |moment| > threshold\n"
             "fractions = [0.6, 0.2, 0.2]  # train, val, test (grouped by formula)\n"
+            'stratify = "order_pattern"  # keep each split\'s classes balanced\n'
             "kfold = 5\n"
             "seed = 0\n"
             "workers = 0",
@@ -123,7 +124,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "    data_dir=data_dir, representation=representation, grid=grid,\n"
             "    slab_window=slab_window, supercell=supercell, channels=channels,\n"
             "    normalization=normalization, threshold=threshold, fractions=fractions,\n"
-            "    kfold=kfold, seed=seed, workers=workers,\n"
+            "    stratify=stratify, kfold=kfold, seed=seed, workers=workers,\n"
             "))\n"
             "result = scrape(config)\n"
             "print(result.summary())",
@@ -135,11 +136,13 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             'print("moment class (|moment| > threshold) per split:")\n'
             'print(class_balance(result.table, "moment_class"))\n'
             'print("magnetic order per split:")\n'
-            'print(class_balance(result.table, "order"))',
+            'print(class_balance(result.table, "order"))\n'
+            'print("spin pattern per split:")\n'
+            'print(class_balance(result.table, "order_pattern"))',
         ),
         (
             "code",
-            'columns = ["calc_id", "formula", "order", "moment", "moment_integral",\n'
+            'columns = ["calc_id", "formula", "order", "order_pattern", "moment", "moment_integral",\n'
             '           "moment_sample", "moment_class", "split", "fold", "status", "reason"]\n'
             "result.table[columns]",
         ),
@@ -150,7 +153,8 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "# 04 train\n\nTrain a periodic 3D CNN on the dataset and report it beside the "
             "baselines (majority class, the physics integral, a descriptor model) on the same "
             "composition-grouped test split. `papermill 04_train.ipynb out.ipynb -f config.yaml` "
-            "trains exactly what `magnb train config.yaml` trains.",
+            "trains exactly what `magnb train config.yaml` trains; `magnb demo` passes "
+            "`configs/default.yaml` (the spin-pattern task, 15-voxel kernels).",
         ),
         ("parameters", None),
         (
@@ -184,7 +188,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
             "parameters",
             'runs_dir = "../demo/runs"  # where the runs are\n'
             "run_id = None  # None: the latest finished run\n"
-            "calc_id = None  # sample for the density explorer; None: the first one\n"
+            "calc_id = None  # sample for the density explorer (None: the first one)\n"
             "save_pictures = False  # write static pictures to <run>/figures (batch runs)",
         ),
         (
@@ -229,7 +233,9 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
 
 
 def train_parameters() -> str:
-    """The parameters cell of 04_train: every TrainConfig field at its default."""
+    """The parameters cell of 04_train: every TrainConfig field at its default, so that
+    ``papermill -f config.yaml`` trains what ``magnb train config.yaml`` trains (keys the file
+    leaves out take the same defaults in both). ``magnb demo`` passes configs/default.yaml."""
     import dataclasses
 
     from magnb.config import TrainConfig, to_mapping
