@@ -3,28 +3,40 @@
 ``scrape(config)`` reads ``<data>/split/index.parquet`` and the split files of stage 02 and writes
 
 - ``<data>/dataset.h5``: dataset ``samples``, float32 ``(N, X, Y, Z, C)``, one chunk per sample,
-  compressed; attributes: the config that made it (YAML), the channels and their units, voxel size,
-  which axes are periodic, the normalization statistics (training split only), the input hash;
+  through HDF5's shuffle and gzip (level 1) filters (any HDF5 reader opens it); attributes: the
+  config that made it (YAML), the channels and their units, voxel size, which axes are periodic,
+  the normalization statistics (training split only), the input hash;
 - ``<data>/table.parquet``: one row per calculation: ``sample`` (row in ``samples``, -1 when
   skipped), calc_id, formula, run, source_path, labels (moment, moment_integral,
   moment_per_magnetic_atom, ``moment_class`` = |moment| > threshold, magnetic ``order`` FM/AFM
   and its spin pattern ``order_pattern`` FM/Neel/zigzag/stripe, both from the run tag), the
   split (train/val/test, grouped by formula) and k-fold ``fold``, status and the skip reason.
 
-The samples are streamed: one sample per worker in flight, written as it arrives, so peak memory
-does not grow with N. Shards (``shard=(i, n)``) write their part for a Slurm array and
-:func:`merge_shards` joins them into exactly the single build. Normalization is not baked into
-the samples: its statistics are stored and :class:`DensityDataset` applies them when reading.
+The samples are streamed, so peak memory does not grow with N: each is resampled, its
+normalization sums taken and it is compressed into the bytes the dataset's filters would make,
+then the main process writes those bytes as the sample's chunk (``write_direct_chunk``), in
+calc_id order, as they arrive. With ``workers`` > 1 worker processes do all of that (at most two
+samples per worker in flight); with one, the main thread resamples while a second thread
+compresses the sample before (the compressor and numpy release the GIL). The dataset is sized for every
+file up front and cut to the samples written. The grouped splits are needed only at the end:
+while scikit-learn is not imported yet (its import is most of their cost, ~0.5 s), a short-lived
+helper process makes them beside the samples. Shards (``shard=(i, n)``) write their part for a
+Slurm array and :func:`merge_shards` joins them into exactly the single build (copying the
+stored chunks). Normalization is not baked into the samples: its statistics are stored and
+:class:`DensityDataset` applies them when reading.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import re
+import sys
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -260,47 +272,71 @@ def assign_splits(
 ) -> pd.DataFrame:
     """Add ``split`` (train/val/test) and ``fold`` columns, grouped by formula: no formula is in
     two splits (or two folds). Stratified by ``stratify`` where the groups allow it."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     table = table.copy()
     table["split"] = ""
     table["fold"] = -1
     ok = table.index[table["status"] == "ok"]
     if len(ok) == 0:
         return table
+    groups, strata = _split_inputs(table, ok, stratify)
+    split, folds = _split_columns(groups, strata, fractions, kfold, seed)
+    table.loc[ok, "split"] = split
+    table.loc[ok, "fold"] = folds
+    return table
+
+
+def _split_inputs(
+    table: pd.DataFrame, ok: pd.Index, stratify: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """The group (formula) and stratum of each row in ``ok``, as the arrays the splitter takes."""
     groups = table.loc[ok, "formula"].to_numpy()
-    n_groups = len(set(groups))
-    y = (
+    strata = (
         table.loc[ok, stratify].astype(str).to_numpy()
         if stratify != "none"
         else np.zeros(len(ok), dtype=int)
     )
+    return groups, strata
+
+
+def _split_columns(
+    groups: np.ndarray,
+    strata: np.ndarray,
+    fractions: tuple[float, float, float],
+    kfold: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The split name (train/val/test) and k-fold index (-1: none) of each row, from plain arrays
+    (so that :func:`scrape` can run it in a helper process beside the samples). scikit-learn is
+    imported only when there are two groups or more to split."""
+    n_groups = len(set(groups))
 
     def pick(idx: np.ndarray, frac: float, salt: int) -> np.ndarray:
-        """A grouped, stratified subset of about ``frac`` of ``idx`` (positions into ``ok``)."""
+        """A grouped, stratified subset of about ``frac`` of ``idx`` (positions into the rows)."""
         if frac <= 0 or len(set(groups[idx])) < 2:
             return np.array([], dtype=int)
+        from sklearn.model_selection import StratifiedGroupKFold
+
         k = max(2, min(round(1 / frac), len(set(groups[idx]))))
         splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed + salt)
-        _, held = next(splitter.split(np.zeros(len(idx)), y[idx], groups[idx]))
+        _, held = next(splitter.split(np.zeros(len(idx)), strata[idx], groups[idx]))
         return idx[held]
 
-    every = np.arange(len(ok))
+    every = np.arange(len(groups))
     train_f, val_f, test_f = fractions
     test = pick(every, test_f, 0)
     rest = np.setdiff1d(every, test)
     val = pick(rest, val_f / max(train_f + val_f, 1e-12), 1) if val_f > 0 else np.array([], int)
-    split = np.full(len(ok), "train", dtype=object)
+    split = np.full(len(groups), "train", dtype=object)
     split[test] = "test"
     split[val] = "val"
-    table.loc[ok, "split"] = split
+    folds = np.full(len(groups), -1)
     if kfold >= 2 and n_groups >= kfold:
+        from sklearn.model_selection import StratifiedGroupKFold
+
         splitter = StratifiedGroupKFold(n_splits=kfold, shuffle=True, random_state=seed)
-        folds = np.full(len(ok), -1)
-        for f, (_, held) in enumerate(splitter.split(np.zeros(len(ok)), y, groups)):
+        for f, (_, held) in enumerate(splitter.split(np.zeros(len(groups)), strata, groups)):
             folds[held] = f
-        table.loc[ok, "fold"] = folds
-    return table
+    return split, folds
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,35 +442,85 @@ def make_sample(
     return sample, info
 
 
-def _sample_job(args: tuple[str, ScrapeConfig]) -> tuple[np.ndarray | None, dict, str]:
-    path, config = args
+#: how ``samples`` is stored: one chunk per sample through HDF5's shuffle and deflate filters
+#: (:func:`_chunk_bytes` makes those chunks itself, so its pipeline must stay this one)
+_COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+
+_Resampled = tuple[np.ndarray | None, dict, str]  #: a sample (None: skipped), its info, the reason
+_Encoded = tuple[bytes | None, dict, str]  #: the same with the sample as its stored chunk
+
+
+def _resampled(path: str, config: ScrapeConfig) -> _Resampled:
+    """:func:`make_sample`, with a sample the split file cannot give turned into a skip reason."""
     try:
         sample, info = make_sample(path, config)
-        # per-channel sums for the normalization, computed here so workers share the work
-        channels = np.ascontiguousarray(np.moveaxis(sample, -1, 0), dtype=np.float64)
-        channels = channels.reshape(sample.shape[-1], -1)
-        info["stat_sum"] = channels.sum(axis=1).tolist()
-        info["stat_sumsq"] = np.einsum("ij,ij->i", channels, channels).tolist()
-        info["stat_maxabs"] = np.abs(channels).max(axis=1).tolist()
-        return sample, info, ""
     except MagnbError as exc:
         return None, {}, str(exc) if exc.path is not None else f"{path}: {exc}"
+    if sample.shape != config.sample_shape or sample.dtype != np.float32:  # would corrupt a chunk
+        raise RuntimeError(
+            f"{path}: sample {sample.shape} {sample.dtype}, not {config.sample_shape}"
+        )
+    return sample, info, ""
 
 
-def _ordered_map(fn: Callable, jobs: list, workers: int) -> Iterator:
-    """``map`` over processes, in order, with at most ``2 * workers`` results in flight."""
-    if workers <= 1 or len(jobs) <= 1:
-        yield from map(fn, jobs)
+def _encoded(resampled: _Resampled) -> _Encoded:
+    """A sample's normalization sums and its chunk bytes (the per-sample work besides the
+    resampling; done in the worker processes, or in a thread beside the resampling)."""
+    sample, info, error = resampled
+    if sample is None:
+        return None, info, error
+    channels = np.ascontiguousarray(np.moveaxis(sample, -1, 0), dtype=np.float64)
+    channels = channels.reshape(sample.shape[-1], -1)
+    info["stat_sum"] = channels.sum(axis=1).tolist()
+    info["stat_sumsq"] = np.einsum("ij,ij->i", channels, channels).tolist()
+    info["stat_maxabs"] = np.abs(channels).max(axis=1).tolist()
+    return _chunk_bytes(sample), info, error
+
+
+def _chunk_bytes(sample: np.ndarray, level: int = _COMPRESSION["compression_opts"]) -> bytes:
+    """``sample`` as a chunk of ``samples`` for ``write_direct_chunk``: the shuffle filter (byte 0
+    of every float32, then byte 1, ...) as ``H5Z_filter_shuffle`` makes it, then a zlib stream,
+    which is what HDF5's deflate filter decodes. The stream comes from ISA-L (``isal``), whose
+    level 1 is about 6x faster than zlib's here and compresses these densities slightly better
+    (``bench/scrape.py``); any zlib reads it. numpy's copy and the compressor release the GIL, so
+    this overlaps with work in other threads."""
+    from isal import isal_zlib
+
+    data = np.ascontiguousarray(sample, dtype=np.float32).reshape(-1)
+    shuffled = np.ascontiguousarray(data.view(np.uint8).reshape(-1, data.itemsize).T)
+    return isal_zlib.compress(shuffled, level)
+
+
+def _sample_job(args: tuple[str, ScrapeConfig]) -> _Encoded:
+    """One sample from resampling to chunk bytes (what a worker process does)."""
+    path, config = args
+    return _encoded(_resampled(path, config))
+
+
+def _ordered_map(fn: Callable, jobs: Iterable, pool: Executor, depth: int) -> Iterator:
+    """``map(fn, jobs)`` on ``pool``, in order, with at most ``depth`` results in flight (so
+    memory does not grow with the number of jobs). ``jobs`` is consumed lazily: a generator's
+    own work (the resampling, with a thread pool) overlaps with ``fn`` on the jobs before."""
+    pending: deque[Future] = deque()
+    for job in jobs:
+        pending.append(pool.submit(fn, job))
+        if len(pending) >= depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _encoded_samples(
+    paths: list[str], config: ScrapeConfig, pool: Executor | None, workers: int
+) -> Iterator[_Encoded]:
+    """Each split file's sample as its chunk bytes, info and skip reason, in order. With a
+    process ``pool`` the workers do everything; without, this thread resamples and one helper
+    thread computes the sums and compresses the sample before (at most 2 samples waiting)."""
+    if pool is not None:
+        yield from _ordered_map(_sample_job, ((p, config) for p in paths), pool, 2 * workers)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending: list[Future] = []
-        it = iter(jobs)
-        for job in it:
-            pending.append(pool.submit(fn, job))
-            if len(pending) >= 2 * workers:
-                yield pending.pop(0).result()
-        while pending:
-            yield pending.pop(0).result()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="magnb-encode") as encoder:
+        yield from _ordered_map(_encoded, (_resampled(p, config) for p in paths), encoder, 2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -443,6 +529,12 @@ def _ordered_map(fn: Callable, jobs: list, workers: int) -> Iterator:
 
 def prepared_table(config: ScrapeConfig) -> pd.DataFrame:
     """The label table with rows the channels cannot use marked skipped, and splits assigned."""
+    table = _labelled_table(config)
+    return assign_splits(table, config.fractions, config.stratify, config.kfold, config.seed)
+
+
+def _labelled_table(config: ScrapeConfig) -> pd.DataFrame:
+    """:func:`prepared_table` before the splits (all that the input hash needs)."""
     table = label_table(config.data_dir, config.threshold)
     needs_m = any(c != "total" for c in config.channels)
     no_spin = (table["status"] == "ok") & (table["spin_kind"] == "none")
@@ -451,7 +543,7 @@ def prepared_table(config: ScrapeConfig) -> pd.DataFrame:
         table.loc[no_spin, "reason"] = (
             f"not spin-polarized, but channels {list(config.channels)} need a magnetization"
         )
-    return assign_splits(table, config.fractions, config.stratify, config.kfold, config.seed)
+    return table
 
 
 def dataset_paths(data_dir: Path, shard: tuple[int, int] | None = None) -> tuple[Path, Path]:
@@ -475,12 +567,11 @@ def _input_hash(table: pd.DataFrame, config: ScrapeConfig) -> str:
 def scrape(config: ScrapeConfig) -> ScrapeResult:
     """Run stage 03 (or one shard of it). See the module docstring for what it writes."""
     import h5py
-    from tqdm.auto import tqdm
 
     out_dir = config.dataset_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = prepared_table(config)
-    input_hash = _input_hash(table, config)
+    table = _labelled_table(config)
+    input_hash = _input_hash(table, config)  # the splits follow from the table: not needed yet
     h5_path, table_path = dataset_paths(out_dir, config.shard)
     if h5_attr(h5_path, "input_hash") == input_hash and table_path.is_file():
         return ScrapeResult(pd.read_parquet(table_path), h5_path, skipped_build=True)
@@ -491,8 +582,13 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
     if config.shard is not None:
         i, n = config.shard
         positions = positions[positions % n == i]
-    todo = [p for p in positions if table.at[p, "status"] == "ok"]
-    jobs = [(table.at[p, "split_file"], config) for p in todo]
+    todo = positions[table["status"].to_numpy()[positions] == "ok"].tolist()
+    paths = [str(p) for p in table["split_file"].to_numpy()[todo]]
+    ok = table.index[table["status"] == "ok"]  # every shard splits the whole table alike
+    groups, strata = _split_inputs(table, ok, config.stratify)
+    split_args = (groups, strata, config.fractions, config.kfold, config.seed)
+    table["split"] = ""
+    table["fold"] = -1
     shape = config.sample_shape
     table["sample"] = -1
     for col in ("sum", "sumsq", "maxabs"):
@@ -501,34 +597,46 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
     for col in ("crop_start", "crop_planes", "native_nz"):  # where the sample sits in its cell
         table[col] = -1
     workers = config.workers or os.cpu_count() or 1
+    parallel = workers > 1 and len(paths) > 1
+    # the splits cost little but scikit-learn's import (~0.5 s): a helper process pays it beside
+    # the samples, unless it is imported already or there are no samples to hide it behind
+    helper = bool(paths) and len(set(groups)) >= 2 and _SKLEARN not in sys.modules
 
-    with atomic_path(h5_path) as tmp, h5py.File(tmp, "w") as f:
+    with contextlib.ExitStack() as stack:  # processes forked before any thread of ours starts
+        splits = stack.enter_context(_beside(_split_columns, *split_args)) if helper else None
+        pool = stack.enter_context(_process_pool(workers)) if parallel else None
+        tmp = stack.enter_context(atomic_path(h5_path))
+        f = stack.enter_context(h5py.File(tmp, "w"))
         ds = f.create_dataset(
             "samples",
-            shape=(0, *shape),
+            shape=(len(paths), *shape),  # cut to the samples written at the end
             maxshape=(None, *shape),
             dtype=np.float32,
             chunks=(1, *shape),
-            compression="gzip",
-            compression_opts=1,
-            shuffle=True,
+            **_COMPRESSION,
         )
-        n = 0
-        bar = tqdm(total=len(jobs), desc="scrape", unit="sample", disable=not config.progress)
+        if _filters(ds) != _PIPELINE:
+            raise RuntimeError(f"h5py made the filters {_filters(ds)}, not {_PIPELINE}")
+        bar = None
+        if config.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(paths), desc="scrape", unit="sample")
         columns: dict[str, dict[int, Any]] = {
             c: {} for c in ("sample", "stat_sum", "stat_sumsq", "stat_maxabs", "moment_sample",
                             "crop_start", "crop_planes", "native_nz", "status", "reason")
         }  # fmt: skip
-        for p, (sample, info, error) in zip(
-            todo, _ordered_map(_sample_job, jobs, workers), strict=True
-        ):
-            bar.update()
-            if sample is None:
+        n = 0
+        zeros = (0,) * len(shape)
+        encoded = _encoded_samples(paths, config, pool, workers)
+        for p, (chunk, info, error) in zip(todo, encoded, strict=True):
+            if bar is not None:
+                bar.update()
+            if chunk is None:
                 columns["status"][p] = "skipped"
                 columns["reason"][p] = error
                 continue
-            ds.resize(n + 1, axis=0)
-            ds[n] = sample
+            ds.id.write_direct_chunk((n, *zeros), chunk)
             columns["sample"][p] = n
             for col in ("stat_sum", "stat_sumsq", "stat_maxabs"):
                 columns[col][p] = info[col]
@@ -536,19 +644,103 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
             for col in ("crop_start", "crop_planes", "native_nz"):
                 columns[col][p] = int(info.get(col, 0 if col == "crop_start" else -1))
             n += 1
+        if bar is not None:
+            bar.close()
+        if n < len(paths):
+            ds.resize(n, axis=0)  # skipped files leave no row
         for col, values in columns.items():  # one assignment per column, not per cell
             table[col] = [
                 values.get(i, old) for i, old in zip(table.index, table[col], strict=True)
             ]
-        bar.close()
+        if len(ok):
+            split, folds = splits() if splits is not None else _split_columns(*split_args)
+            table.loc[ok, "split"] = split
+            table.loc[ok, "fold"] = folds
         if config.shard is not None:
             table = table.iloc[positions].reset_index(drop=True)
         _write_attrs(f, config, table, input_hash)
 
+    disk = _table_for_disk(table)
     with atomic_path(table_path) as tmp:
-        _table_for_disk(table).to_parquet(tmp, index=False)
-    result = ScrapeResult(_table_for_disk(table), h5_path)
-    return result
+        disk.to_parquet(tmp, index=False)
+    return ScrapeResult(disk, h5_path)
+
+
+_SKLEARN = "sklearn.model_selection"
+#: the filters of ``samples`` as ``(code, cd_values)``: shuffle of 4-byte items, then deflate
+_PIPELINE = [(2, (4,)), (1, (_COMPRESSION["compression_opts"],))]
+
+
+def _filters(ds) -> list[tuple[int, tuple[int, ...]]]:
+    """An HDF5 dataset's filter pipeline as ``(filter code, client data)`` in order."""
+    plist = ds.id.get_create_plist()
+    return [tuple(plist.get_filter(i)[:3:2]) for i in range(plist.get_nfilters())]
+
+
+@contextlib.contextmanager
+def _beside(fn: Callable, *args: Any) -> Iterator[Callable[[], Any]]:
+    """Run ``fn(*args)`` in a child process while the block runs; yields the function that waits
+    for its result (and raises what ``fn`` raised). The child ends once it has sent the result,
+    so none is left behind even when this process is killed; leaving the block without the
+    result stops it."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context()
+    reader, writer = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_beside_child, args=(reader, writer, fn, args), daemon=True)
+    child.start()
+    writer.close()
+    done = False
+
+    def result() -> Any:
+        nonlocal done
+        try:
+            ok, value = reader.recv()
+        except EOFError as exc:
+            child.join()
+            msg = f"helper process {fn.__name__} died (exit code {child.exitcode})"
+            raise RuntimeError(msg) from exc
+        done = True
+        if not ok:
+            raise value
+        return value
+
+    try:
+        yield result
+    finally:
+        reader.close()
+        if not done:
+            child.terminate()
+        child.join()
+
+
+def _beside_child(reader: Any, writer: Any, fn: Callable, args: tuple) -> None:
+    import gc
+
+    reader.close()  # the fork's copy: with it closed, a dead parent breaks the pipe
+    gc.disable()  # a short life: collecting during scikit-learn's import costs ~15% of it
+    try:
+        out = (True, fn(*args))
+    except Exception as exc:
+        out = (False, exc)
+    writer.send(out)
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    """The worker processes of a scrape; on Linux they die with the scrape process (a worker of
+    a process killed with SIGKILL would otherwise wait for its next task forever)."""
+    return ProcessPoolExecutor(workers, initializer=_end_with_parent, initargs=(os.getpid(),))
+
+
+def _end_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before that
+        os._exit(1)
 
 
 def normalization_stats(
@@ -637,14 +829,20 @@ def merge_shards(data_dir: str | Path, n: int, out_dir: str | Path | None = None
                 shape=(int(ok.sum()), *shape),
                 dtype=np.float32,
                 chunks=(1, *shape),
-                compression="gzip",
-                compression_opts=1,
-                shuffle=True,
+                **_COMPRESSION,
             )
+            # the same filters (any shard magnb wrote): copy the stored chunks as they are
+            direct = all(_filters(s["samples"]) == _filters(ds) for s in sources)
+            zeros = (0,) * len(shape)
             for row in table[ok].itertuples():
-                ds[row.sample] = sources[row.shard_index]["samples"][int(row.shard_sample)]
+                src = sources[row.shard_index]["samples"]
+                if direct:
+                    mask, chunk = src.id.read_direct_chunk((int(row.shard_sample), *zeros))
+                    ds.id.write_direct_chunk((int(row.sample), *zeros), chunk, mask)
+                else:
+                    ds[row.sample] = src[int(row.shard_sample)]
             clean = table.drop(columns=["shard_index", "shard_sample"])
-            full_hash = _input_hash(prepared_table(config), config)
+            full_hash = _input_hash(_labelled_table(config), config)
             _write_attrs(f, config, clean, full_hash)
     finally:
         for s in sources:

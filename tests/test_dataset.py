@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import h5py
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from magnb import dataset as dataset_module
 from magnb.collect import CollectConfig, collect
 from magnb.dataset import (
     DensityDataset,
@@ -23,6 +25,7 @@ from magnb.dataset import (
     make_sample,
     merge_shards,
     order_from_run,
+    prepared_table,
     scrape,
 )
 from magnb.errors import MagnbError
@@ -238,3 +241,90 @@ def test_derived_channels_are_exact_on_the_new_grid(data):
     whole, _ = make_sample(data / "split/NO__polarized.h5", config(data, channels=("m",)))
     assert parts.min() >= 0.0
     np.testing.assert_allclose(parts[..., 0] - parts[..., 1], whole[..., 0], atol=1e-7)
+
+
+def test_chunks_are_what_the_hdf5_filters_make(tmp_path):
+    """scrape compresses samples itself (shuffle + deflate, written with write_direct_chunk): the
+    chunk must hold what h5py's own filter pipeline makes of the sample, and read back through
+    plain h5py as the very array."""
+    rng = np.random.default_rng(0)
+    sample = rng.standard_normal((6, 5, 7, 2)) * np.exp(rng.uniform(-30, 5, (6, 5, 7, 2)))
+    sample = sample.astype(np.float32)
+    kw = dict(dtype=np.float32, chunks=(1, *sample.shape), **dataset_module._COMPRESSION)
+    with h5py.File(tmp_path / "t.h5", "w") as f:
+        by_h5py = f.create_dataset("a", shape=(1, *sample.shape), **kw)
+        by_h5py[0] = sample
+        direct = f.create_dataset("b", shape=(1, *sample.shape), **kw)
+        assert dataset_module._filters(direct) == dataset_module._PIPELINE
+        direct.id.write_direct_chunk((0, 0, 0, 0, 0), dataset_module._chunk_bytes(sample))
+    with h5py.File(tmp_path / "t.h5", "r") as f:
+        np.testing.assert_array_equal(f["b"][0], sample)
+        mask_a, chunk_a = f["a"].id.read_direct_chunk((0, 0, 0, 0, 0))
+        mask_b, chunk_b = f["b"].id.read_direct_chunk((0, 0, 0, 0, 0))
+    assert mask_a == mask_b == 0
+    # the same shuffled bytes inside both deflate streams (ISA-L's stream differs from zlib's)
+    assert zlib.decompress(chunk_a) == zlib.decompress(chunk_b)
+
+
+def test_workers_1_and_2_build_the_same_dataset(data, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    one = scrape(config(data, normalization="standard"))
+    two = scrape(config(other, normalization="standard", workers=2))
+    assert _content(data / "dataset.h5") == _content(other / "dataset.h5")
+    pd.testing.assert_frame_equal(one.table, two.table)
+    with h5py.File(data / "dataset.h5") as a, h5py.File(other / "dataset.h5") as b:
+        for row in range(a["samples"].shape[0]):
+            at = (row, 0, 0, 0, 0)
+            assert a["samples"].id.read_direct_chunk(at) == b["samples"].id.read_direct_chunk(at)
+
+
+@pytest.mark.parametrize("helper", [True, False])
+def test_splits_made_beside_the_samples_equal_prepared_table(data, monkeypatch, helper):
+    """The splits come from a helper process while scikit-learn is not imported yet, else in
+    the scrape's own process: the same either way, and the same as prepared_table's."""
+    monkeypatch.setattr(dataset_module, "_SKLEARN", "no.such.module" if helper else "sys")
+    cfg = config(data, kfold=2)
+    table = scrape(cfg).table
+    expected = prepared_table(cfg)
+    for column in ("calc_id", "split", "fold"):
+        assert table[column].tolist() == expected[column].tolist()
+    assert (table.loc[table["status"] == "ok", "split"] != "").all()
+
+
+def test_samples_that_cannot_be_made_leave_no_row(data):
+    """The dataset is sized for every file up front and cut to the samples written."""
+    table = scrape(config(data, slab_window=1.0, slab_margin=0.0)).table
+    written = table.loc[table["sample"] >= 0, "sample"].tolist()
+    assert (table["reason"].str.contains("NO__polarized.h5")).any()
+    assert written == list(range(len(written)))
+    with h5py.File(data / "dataset.h5") as f:
+        assert f["samples"].shape[0] == len(written)
+        for row in table[table["sample"] >= 0].itertuples():
+            expected, _ = make_sample(
+                row.split_file, config(data, slab_window=1.0, slab_margin=0.0)
+            )
+            np.testing.assert_array_equal(f["samples"][row.sample], expected)
+
+
+def test_merged_shards_copy_the_stored_chunks(data, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(data, other)
+    scrape(config(data))
+    for i in range(2):
+        scrape(config(other, shard=(i, 2)))
+    merge_shards(other, 2)
+    with h5py.File(data / "dataset.h5") as a, h5py.File(other / "dataset.h5") as b:
+        assert a["samples"].shape == b["samples"].shape
+        for row in range(a["samples"].shape[0]):
+            at = (row, 0, 0, 0, 0)
+            assert a["samples"].id.read_direct_chunk(at) == b["samples"].id.read_direct_chunk(at)
+
+
+def test_helper_process_passes_errors_and_is_stopped_when_left():
+    with dataset_module._beside(sorted, [3, 1, 2]) as result:
+        assert result() == [1, 2, 3]
+    with dataset_module._beside(int, "not a number") as result, pytest.raises(ValueError):
+        result()
+    with pytest.raises(KeyError), dataset_module._beside(time.sleep, 60):
+        raise KeyError("left early")  # the sleeping child is terminated, not waited for
