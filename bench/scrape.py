@@ -8,7 +8,10 @@ a data folder gets N split files, hard links to the base files under new calc_id
 
 Each N runs, each in a fresh process:
 
-- *resampling alone*: ``make_sample`` over the N split files, results dropped (workers = 1);
+- *resampling alone*: ``make_sample`` over the N split files, results dropped, in the process
+  (workers = 1) and in a pool of 2 processes (workers = 2, the pool's start timed too);
+- *labels*: ``prepared_table`` alone (label table from the split index, grouped splits with
+  scikit-learn's import), the work scrape's helper process does beside the samples;
 - *magnb scrape*: ``scrape(ScrapeConfig(..., workers=1))`` and ``workers=2`` (labels, splits,
   samples streamed into the gzip-compressed ``dataset.h5``, ``table.parquet``);
 - *pandas in memory*: what the seed project did: the same label table, a list of dict rows with
@@ -17,9 +20,11 @@ Each N runs, each in a fresh process:
 
 Throughput is N / wall time of the whole call. Peak memory is the process's resident high-water
 mark above its resident size after imports (for workers = 2, the main process; the workers'
-peaks are shown apart). Targets (issue "Stage 03 scrape"): scrape throughput (workers = 1) within
-1.3x of the resampling alone, i.e. time <= 1.3 x resampling time; scrape's peak memory flat in N
-(slope below 10% of one sample's size per added sample), where the pandas table grows linearly.
+peaks are shown apart). CPU (user, system, minor page faults of the process and its children) is
+recorded for the resampling and scrape runs. Targets (issue "Stage 03 scrape"): scrape throughput
+(workers = 1) within 1.3x of the resampling alone, i.e. time <= 1.3 x resampling time (workers = 2
+is also shown against the resampling in 2 processes); scrape's peak memory flat in N (slope below
+10% of one sample's size per added sample), where the pandas table grows linearly.
 
     python bench/scrape.py            # N = 100, 400, 1600 (~3 min on 2 cores); writes RESULTS.md
     python bench/scrape.py --quick    # N = 100, 400
@@ -62,7 +67,7 @@ SLAB_WINDOW = 12.0
 CHANNELS = ("m+", "m-")
 TIME_TARGET = 1.3  #: scrape time / resampling time at most
 SLOPE_TARGET = 0.10  #: scrape's memory growth per sample / sample size at most
-METHODS = ("resample", "labels", "scrape-w1", "scrape-w2", "pandas")
+METHODS = ("resample", "resample-w2", "labels", "scrape-w1", "scrape-w2", "pandas")
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -82,25 +87,62 @@ def _config(data_dir: str, workers: int) -> Any:
     )
 
 
-def _w_resample(data_dir: str) -> dict[str, Any]:
+def _cpu() -> tuple[float, float, int]:
+    """User and system CPU seconds and minor page faults of this process and its waited-for
+    children so far."""
+    import resource
+
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return (
+        me.ru_utime + kids.ru_utime,
+        me.ru_stime + kids.ru_stime,
+        me.ru_minflt + kids.ru_minflt,
+    )
+
+
+def _cpu_since(start: tuple[float, float, int]) -> dict[str, float]:
+    end = _cpu()
+    return {"user": end[0] - start[0], "sys": end[1] - start[1], "minflt": end[2] - start[2]}
+
+
+def _resample_dropped(job: tuple[str, Any]) -> None:
+    from magnb.dataset import make_sample
+
+    sample, _info = make_sample(*job)
+    del sample
+
+
+def _w_resample(data_dir: str, workers: int = 1) -> dict[str, Any]:
+    from concurrent.futures import ProcessPoolExecutor
+
     import pandas as pd
 
     from magnb.dataset import make_sample
 
-    config = _config(data_dir, 1)
+    config = _config(data_dir, workers)
     paths = pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].tolist()
     make_sample(paths[0], config)  # warm-up (first-call costs)
     with measure_peak() as mem:
+        cpu = _cpu()
         t = time.perf_counter()
-        for p in paths:
-            sample, _info = make_sample(p, config)
-            del sample
+        if workers == 1:
+            for p in paths:
+                sample, _info = make_sample(p, config)
+                del sample
+        else:  # the pool's start counts, as it does in scrape
+            with ProcessPoolExecutor(workers) as pool:
+                jobs = [(p, config) for p in paths]
+                for _ in pool.map(_resample_dropped, jobs, chunksize=4):
+                    pass
         elapsed = time.perf_counter() - t
-    return {"time": elapsed, "peak_mib": mem.delta_mib, "exact": mem.exact}
+    return {"time": elapsed, "peak_mib": mem.delta_mib, "exact": mem.exact, **_cpu_since(cpu)}
 
 
 def _w_labels(data_dir: str) -> dict[str, Any]:
-    """The label table scrape starts with (reads every split file's attributes)."""
+    """The label table with its grouped splits (scikit-learn's import included), alone."""
     import pandas as pd
 
     from magnb.dataset import make_sample, prepared_table
@@ -128,9 +170,11 @@ def _w_scrape(data_dir: str, workers: int) -> dict[str, Any]:
     for name in ("dataset.h5", "table.parquet"):
         (Path(data_dir) / name).unlink(missing_ok=True)
     with measure_peak() as mem:
+        cpu = _cpu()
         t = time.perf_counter()
         result = scrape(config)
         elapsed = time.perf_counter() - t
+        used = _cpu_since(cpu)
     with h5py.File(result.path, "r") as f:
         n = int(f["samples"].shape[0])
     size = result.path.stat().st_size
@@ -141,6 +185,7 @@ def _w_scrape(data_dir: str, workers: int) -> dict[str, Any]:
         "children_peak_mib": children_peak_mib() if workers > 1 else None,
         "samples": n,
         "bytes": size,
+        **used,
     }
 
 
@@ -177,6 +222,8 @@ def _worker(spec: dict[str, Any]) -> None:
     method, data_dir = spec["method"], spec["data_dir"]
     if method == "resample":
         emit(_w_resample(data_dir))
+    elif method == "resample-w2":
+        emit(_w_resample(data_dir, 2))
     elif method == "labels":
         emit(_w_labels(data_dir))
     elif method == "scrape-w1":
@@ -250,10 +297,14 @@ class Cell:
     children: list[float] = field(default_factory=list)
     bytes: int = 0
     exact: bool = True
+    cpu: list[dict[str, float]] = field(default_factory=list)  #: user, sys, minflt per run
 
     @property
     def time(self) -> float:
         return statistics.median(self.times)
+
+    def cpu_median(self, key: str) -> float:
+        return statistics.median(c[key] for c in self.cpu) if self.cpu else float("nan")
 
     @property
     def peak(self) -> float:
@@ -278,7 +329,7 @@ def run(args: argparse.Namespace) -> str:
         base = make_base(work, args.distinct)
         for n in sizes:
             folder = make_replica(base, work, n)
-            repeats = args.repeats if n <= 400 else 1
+            repeats = args.repeats
             for _ in range(repeats):
                 for method in METHODS:  # interleaved, so that drift hits all alike
                     r = run_worker(script, {"method": method, "data_dir": str(folder)})
@@ -289,6 +340,8 @@ def run(args: argparse.Namespace) -> str:
                     if r.get("children_peak_mib") is not None:
                         cell.children.append(r["children_peak_mib"])
                     cell.bytes = r.get("bytes", 0)
+                    if "user" in r:
+                        cell.cpu.append({k: r[k] for k in ("user", "sys", "minflt")})
             print(
                 f"  N={n}: "
                 + ", ".join(
@@ -335,17 +388,18 @@ def _markdown(
         f"each; channels {', '.join(CHANNELS)}, {SLAB_WINDOW:g} A slab window) from split files of "
         f"{args.distinct} distinct demo calculations (24 x 24 x 96 grid), hard-linked under new "
         "calc_ids up to N. *resampling alone* = `make_sample` over the N files, nothing kept or "
-        "written; *magnb scrape* = `scrape()` (labels, grouped splits, samples streamed into the "
-        "gzip-compressed `dataset.h5`, `table.parquet`); *pandas in memory* = the seed project's "
-        "way: the same label table, a list of dict rows holding each sample's array, "
-        "`pd.DataFrame(rows)`, `np.save` of the stacked samples and the labels to parquet. Each "
-        "run in a fresh process, timed after one warm-up `make_sample`; medians of "
-        f"{args.repeats} runs for N <= 400, one run for larger N. Throughput = N / wall time. "
+        "written, in this process (workers=1) or in a pool of 2 processes started inside the "
+        "timing (workers=2); *magnb scrape* = `scrape()` (labels, grouped splits, samples "
+        "streamed into the gzip-compressed `dataset.h5`, `table.parquet`); *pandas in memory* = "
+        "the seed project's way: the same label table, a list of dict rows holding each sample's "
+        "array, `pd.DataFrame(rows)`, `np.save` of the stacked samples and the labels to parquet. "
+        "Each run in a fresh process, timed after one warm-up `make_sample`; medians of "
+        f"{args.repeats} runs. Throughput = N / wall time. "
         "Peak = resident high-water mark above the resident size after imports (for workers = 2 "
         "the main process; the largest worker's absolute peak RSS, shared pages included, is in "
         "the last column).",
         "",
-        *machine_lines(["magnb", "numpy", "scipy", "pandas", "h5py"], load0),
+        *machine_lines(["magnb", "numpy", "scipy", "pandas", "h5py", "scikit-learn"], load0),
         "",
     ]
     header = [
@@ -354,7 +408,9 @@ def _markdown(
         "magnb scrape, workers=1",
         "scrape / resampling",
         f"<= {TIME_TARGET}x",
+        "resampling alone, 2 processes",
         "magnb scrape, workers=2",
+        "w=2: scrape / resampling",
         "pandas in memory",
         "peak: resampling",
         "peak: scrape w=1",
@@ -365,6 +421,7 @@ def _markdown(
     for n in sizes:
         c = {m: cells[(n, m)] for m in METHODS}
         ratio = c["scrape-w1"].time / c["resample"].time
+        ratio2 = c["scrape-w2"].time / c["resample-w2"].time
 
         def thr(cell: Cell, n: int = n) -> str:
             return f"{n / cell.time:.0f}/s ({fmt_s(cell.time)})"
@@ -381,7 +438,9 @@ def _markdown(
                 thr(c["scrape-w1"]),
                 f"{ratio:.2f}x",
                 _pass(ratio <= TIME_TARGET),
+                thr(c["resample-w2"]),
                 thr(c["scrape-w2"]),
+                f"{ratio2:.2f}x",
                 thr(c["pandas"]),
                 fmt_mib(c["resample"].peak),
                 fmt_mib(c["scrape-w1"].peak),
@@ -406,30 +465,56 @@ def _markdown(
             "",
         ]
     lines += [
-        "Where scrape's time goes (workers = 1, per sample): *labels* = `prepared_table` alone "
-        "(the label table from every split file's attributes, grouped splits), measured apart; "
-        "*resampling* = the resampling-alone run; *rest* = scrape minus both (writing each "
-        "sample into the compressed dataset, per-sample normalization sums, table bookkeeping, "
-        "writing the table).",
+        "Where scrape's time goes (workers = 1, per sample). scrape resamples in its main thread; "
+        "a second thread computes each sample's normalization sums and compresses it into the "
+        "chunk HDF5's shuffle + gzip filters decode (deflate by ISA-L) (written with `write_direct_chunk`); a "
+        "helper process assigns the grouped splits (scikit-learn's import is most of that) while "
+        "the samples are made. *labels* = `prepared_table` alone (label table from the split "
+        "index, grouped splits, scikit-learn's import included), measured apart: the work the "
+        "helper does beside the samples; *overhead* = scrape minus resampling alone (what the "
+        "overlap does not hide: the label table, waiting for the helper, writing the chunks "
+        "and the table). *CPU* = user + system seconds of the process and its children, per "
+        "sample; *kernel* = the system part, mostly page faults (*faults* = minor page faults per "
+        "sample): `make_sample` allocates and frees its arrays each call, and how often glibc "
+        "hands that memory back to the kernel differs between the two loops.",
         "",
     ]
     rows = []
     for n in sizes:
-        scrape_s = cells[(n, "scrape-w1")].time
+        scrape_c, resample_c = cells[(n, "scrape-w1")], cells[(n, "resample")]
         labels_s = cells[(n, "labels")].time
-        resample_s = cells[(n, "resample")].time
-        rest = scrape_s - labels_s - resample_s
+
+        def per(x: float, n: int = n) -> str:
+            return f"{x / n * 1e3:.2f} ms"
+
+        def cpu(cell: Cell, n: int = n) -> str:
+            user, sys_, faults = (cell.cpu_median(k) for k in ("user", "sys", "minflt"))
+            return f"{(user + sys_) / n * 1e3:.2f} ms ({sys_ / n * 1e3:.2f} ms, {faults / n:.0f})"
+
         rows.append(
             [
                 str(n),
-                f"{scrape_s / n * 1e3:.2f} ms",
-                f"{labels_s / n * 1e3:.2f} ms",
-                f"{resample_s / n * 1e3:.2f} ms",
-                f"{rest / n * 1e3:.2f} ms",
+                per(scrape_c.time),
+                per(resample_c.time),
+                per(scrape_c.time - resample_c.time),
+                per(labels_s),
+                cpu(scrape_c),
+                cpu(resample_c),
             ]
         )
     lines += [
-        markdown_table(["N", "scrape", "labels", "resampling", "rest"], rows),
+        markdown_table(
+            [
+                "N",
+                "scrape",
+                "resampling",
+                "overhead",
+                "labels (beside)",
+                "CPU: scrape (kernel, faults)",
+                "CPU: resampling (kernel, faults)",
+            ],
+            rows,
+        ),
         "",
     ]
     last = sizes[-1]
@@ -454,7 +539,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--distinct", type=int, default=100, help="distinct demo calculations (default 100)"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="runs per cell for N <= 400")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs per cell (medians are reported)"
+    )
     parser.add_argument(
         "--out",
         type=Path,
