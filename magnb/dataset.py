@@ -868,6 +868,15 @@ LABEL_CLASSES: dict[str, tuple[str, ...]] = {
     "order_pattern": ("FM", "Neel", "zigzag", "stripe"),
     "moment_class": ("0", "1"),
 }
+#: what to check when a label has too few rows or classes (appended to the error)
+LABEL_HINTS = {
+    "order": "; the run tags must say FM or AFM (FM, ferro, AFM, neel...)",
+    "order_pattern": (
+        "; the run tags must name the spin pattern (FM, AFM-Neel, AFM-zigzag, AFM-stripe...): "
+        "a bare 'AFM' names none"
+    ),
+    "moment_class": "; check the threshold",
+}
 #: every label a model can train on; those not in LABEL_CLASSES are regressions
 LABELS = ("order", "order_pattern", "moment_class", "moment", "moment_per_magnetic_atom")
 
@@ -951,7 +960,11 @@ def _density_dataset_class() -> type:
                 self.dropped_nonfinite = int((~finite).sum())
                 table = table[finite]
             if len(table) == 0:
-                raise MagnbError(f"no samples in split {split!r} with a {label!r} label", self.path)
+                raise MagnbError(
+                    f"no samples in split {split!r} with a {label!r} label"
+                    + (f"{LABEL_HINTS[label]}" if label in LABEL_HINTS else ""),
+                    self.path,
+                )
             self.table = table.reset_index(drop=True)
             self.label = label
             self.batch_size = int(batch_size)

@@ -89,7 +89,7 @@ def check_finite(dataset_dir: Path) -> None:
 
 def preflight(config: TrainConfig) -> dict[str, Any]:
     """Every check that can fail on the user's input, before any training starts."""
-    from magnb.dataset import DensityDataset
+    from magnb.dataset import LABEL_HINTS, DensityDataset
     from magnb.model import check_model_fits, is_classification
 
     info = dataset_info(config.dataset_dir)
@@ -116,7 +116,7 @@ def preflight(config: TrainConfig) -> dict[str, Any]:
         if len(classes) < 2:
             raise MagnbError(
                 f"the training split has one class only ({config.label} = {classes.tolist()}): "
-                "nothing to learn; check the threshold or the split",
+                "nothing to learn" + LABEL_HINTS.get(config.label, "; check the split"),
                 config.dataset_dir / "table.parquet",
             )
     check_finite(config.dataset_dir)

@@ -193,3 +193,20 @@ def test_training_on_the_pattern_has_four_outputs_and_scores_them(
         assert test[name]["n"] == test["model"]["n"]
     model = keras.saving.load_model(result.run_dir / "model.keras", safe_mode=True)
     assert model.output_shape == (None, 4)
+
+
+def test_pattern_label_on_tags_without_a_pattern_says_what_to_fix(tmp_path: Path) -> None:
+    """A tree whose AFM runs are tagged plain 'AFM' has no order_pattern to learn: the error
+    says the run tags must name the pattern, before anything is trained."""
+    from magnb.config import TrainConfig, from_mapping
+    from magnb.train import preflight
+    from tests.conftest import build_demo_data
+
+    data = build_demo_data(tmp_path, 4)  # hexagonal FM/AFM tree: AFM names no pattern
+    config = from_mapping(
+        TrainConfig,
+        {"dataset_dir": str(data), "runs_dir": str(tmp_path / "runs"), "label": "order_pattern"},
+    )
+    with pytest.raises(MagnbError, match="must name the spin pattern"):
+        preflight(config)
+    assert not (tmp_path / "runs").exists()
