@@ -264,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write the generated demo calculation tree")
     p.add_argument("out", help="folder to write the tree into")
-    p.add_argument("--compounds", type=int, default=0, help="number of compounds (default: 32)")
+    p.add_argument(
+        "--compounds", type=int, default=0, help="number of compounds, 4 orders each (default: 24)"
+    )
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("collect", help="stage 01: gather VASP runs into a data folder")
@@ -309,7 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job on generated demo data")
     p.add_argument("--out", default="demo", help="output folder (default: demo)")
-    p.add_argument("--compounds", type=int, default=0, help="number of compounds (default: 32)")
+    p.add_argument(
+        "--compounds", type=int, default=0, help="number of compounds, 4 orders each (default: 24)"
+    )
     p.set_defaults(func=cmd_demo)
 
     _add_slurm_commands(sub)
