@@ -408,7 +408,7 @@ def _build_structure(spec: CompoundSpec, p: _Params, vacuum: float, cell: str = 
     if cell == "hexagonal":
         return Structure(hexagonal, species, coords), [(0, 0), (1, 0)]
     if cell != "rectangular":
-        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+        raise ValueError(f"cell must be one of {tuple(CELLS)}, got {cell!r}")
     a1, a2, a3 = np.array(hexagonal.matrix)
     rectangular = Lattice(np.array([a1, a1 + 2.0 * a2, a3]))
     to_rect = np.linalg.inv(rectangular.matrix)
