@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 import zlib
 from pathlib import Path
 
@@ -87,6 +88,34 @@ def test_each_label_belongs_to_its_density(data):
         assert x[..., 1].astype(np.float64).mean() * volume == pytest.approx(
             split["attrs"]["electrons"], rel=1e-3
         )
+
+
+def test_a_run_stage_02_could_not_split_keeps_a_row_without_labels(tmp_path, vasp_dir):
+    tree = make_fixture_tree(tmp_path / "calcs", vasp_dir)
+    cut = tree / "NOcut" / "polarized"
+    shutil.copytree(vasp_dir / "nitric_oxide/polarized", cut)
+    chgcar = (cut / "CHGCAR").read_bytes()
+    (cut / "CHGCAR").write_bytes(chgcar[: len(chgcar) // 2])
+    data = tmp_path / "data"
+    collect(CollectConfig(source=tree, data_dir=data, progress=False))
+    split_all(SplitConfig(data_dir=data, progress=False, workers=1))
+    index = pd.read_parquet(data / "split/index.parquet").set_index("calc_id")
+    table = scrape(config(data)).table.set_index("calc_id")
+    row = table.loc["NOcut__polarized"]
+    assert index.loc["NOcut__polarized", "status"] != "ok"
+    assert row["status"] == "skipped" and row["sample"] == -1
+    assert row["reason"] == f"split: {index.loc['NOcut__polarized', 'error']}"
+    assert "truncated" in row["reason"]
+    for label in ("moment", "moment_integral", "moment_per_magnetic_atom", "n_magnetic"):
+        assert np.isnan(row[label]), label
+    assert row["spin_kind"] == "" and row["source_path"] == ""
+    assert row["formula"] == index.loc["NOcut__polarized", "formula"]
+    assert row["split_file"] == index.loc["NOcut__polarized", "path"]
+    good = table.loc["NO__polarized"]
+    assert good["status"] == "ok" and good["sample"] >= 0
+    assert good["moment"] == index.loc["NO__polarized", "moment"]
+    assert good["n_magnetic"] == index.loc["NO__polarized", "n_magnetic"]
+    assert good["moment_class"] == int(abs(good["moment"]) > config(data).threshold)
 
 
 def test_non_spin_runs_are_skipped_with_a_reason(data):
@@ -279,17 +308,80 @@ def test_workers_1_and_2_build_the_same_dataset(data, tmp_path):
             assert a["samples"].id.read_direct_chunk(at) == b["samples"].id.read_direct_chunk(at)
 
 
-@pytest.mark.parametrize("helper", [True, False])
-def test_splits_made_beside_the_samples_equal_prepared_table(data, monkeypatch, helper):
-    """The splits come from a helper process while scikit-learn is not imported yet, else in
-    the scrape's own process: the same either way, and the same as prepared_table's."""
-    monkeypatch.setattr(dataset_module, "_SKLEARN", "no.such.module" if helper else "sys")
-    cfg = config(data, kfold=2)
-    table = scrape(cfg).table
-    expected = prepared_table(cfg)
+def test_scrape_splits_equal_prepared_table_and_leave_scikit_learn_unimported(data):
+    """scrape assigns the same splits as prepared_table, without importing scikit-learn (whose
+    import costs more than resampling 100 demo samples)."""
+    code = (
+        "import sys; from magnb.dataset import ScrapeConfig, scrape;"
+        "scrape(ScrapeConfig(data_dir=sys.argv[1], grid=(12, 12, 12), kfold=2, workers=1,"
+        " progress=False)); print(sorted(m for m in sys.modules if m.startswith('sklearn')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(data)],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout.strip() == "[]"
+    table = pd.read_parquet(data / "table.parquet")
+    expected = prepared_table(ScrapeConfig(data_dir=data, grid=(12, 12, 12), kfold=2))
     for column in ("calc_id", "split", "fold"):
         assert table[column].tolist() == expected[column].tolist()
     assert (table.loc[table["status"] == "ok", "split"] != "").all()
+    assert set(table.loc[table["status"] == "ok", "fold"]) == {0, 1}
+
+
+def _scikit_learn_folds(strata, groups, n_folds: int, seed: int) -> np.ndarray:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    folds = np.full(len(groups), -1)
+    splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a stratum smaller than n_folds
+        for fold, (_, held) in enumerate(splitter.split(np.zeros(len(groups)), strata, groups)):
+            folds[held] = fold
+    return folds
+
+
+@pytest.mark.parametrize("case", range(16))
+def test_grouped_stratified_folds_are_scikit_learns(case):
+    """The hand-written splitter makes exactly scikit-learn's StratifiedGroupKFold folds: random
+    tables of 2 to 400 rows, 1 to 4 strata, strata mixed within groups or one per group."""
+    rng = np.random.default_rng(case)
+    for _ in range(25):
+        n = int(rng.integers(2, 400))
+        groups = np.array([f"F{g}" for g in rng.integers(0, rng.integers(2, n + 2), n)])
+        n_groups = len(set(groups))
+        if n_groups < 2:
+            continue
+        names = np.array(["FM", "Neel", "zigzag", "stripe"][: rng.integers(1, 5)])
+        if rng.random() < 0.5:
+            strata = rng.choice(names, n)
+        else:
+            per_group = {g: rng.choice(names) for g in sorted(set(groups))}
+            strata = np.array([per_group[g] for g in groups])
+        n_folds = int(rng.integers(2, min(n_groups, 10) + 1))
+        if np.all(np.unique(strata, return_counts=True)[1] < n_folds):
+            continue  # scikit-learn refuses: no stratum can fill the folds
+        seed = int(rng.integers(0, 2**31))
+        ours = dataset_module.grouped_stratified_folds(strata, groups, n_folds, seed)
+        np.testing.assert_array_equal(ours, _scikit_learn_folds(strata, groups, n_folds, seed))
+
+
+def test_grouped_stratified_folds_keep_groups_whole_and_balance_strata():
+    groups = np.repeat([f"F{i}" for i in range(60)], 4)
+    strata = np.tile(["FM", "Neel", "zigzag", "stripe"], 60)
+    strata[:40] = "FM"  # ten compounds with all four runs FM
+    folds = dataset_module.grouped_stratified_folds(strata, groups, 5, seed=3)
+    assert set(folds) == set(range(5))
+    assert pd.Series(folds).groupby(groups).nunique().max() == 1
+    fm_share = pd.Series(strata == "FM").groupby(folds).mean()
+    assert fm_share.max() - fm_share.min() < 0.1
+    again = dataset_module.grouped_stratified_folds(strata, groups, 5, seed=3)
+    other = dataset_module.grouped_stratified_folds(strata, groups, 5, seed=4)
+    np.testing.assert_array_equal(folds, again)
+    assert not np.array_equal(folds, other)
 
 
 def test_samples_that_cannot_be_made_leave_no_row(data):
@@ -319,12 +411,3 @@ def test_merged_shards_copy_the_stored_chunks(data, tmp_path):
         for row in range(a["samples"].shape[0]):
             at = (row, 0, 0, 0, 0)
             assert a["samples"].id.read_direct_chunk(at) == b["samples"].id.read_direct_chunk(at)
-
-
-def test_helper_process_passes_errors_and_is_stopped_when_left():
-    with dataset_module._beside(sorted, [3, 1, 2]) as result:
-        assert result() == [1, 2, 3]
-    with dataset_module._beside(int, "not a number") as result, pytest.raises(ValueError):
-        result()
-    with pytest.raises(KeyError), dataset_module._beside(time.sleep, 60):
-        raise KeyError("left early")  # the sleeping child is terminated, not waited for
