@@ -10,8 +10,10 @@ Each N runs, each in a fresh process:
 
 - *resampling alone*: ``make_sample`` over the N split files, results dropped, in the process
   (workers = 1) and in a pool of 2 processes (workers = 2, the pool's start timed too);
-- *labels*: ``prepared_table`` alone (label table from the split index, grouped splits with
-  scikit-learn's import), the work scrape's helper process does beside the samples;
+- *labels*: ``prepared_table`` alone (label table from the split index, grouped splits), and
+  in the same process the 5-fold grouped splits of that table by magnb's
+  ``grouped_stratified_folds`` and by scikit-learn's ``StratifiedGroupKFold`` (its import timed
+  apart), checked equal: why magnb writes out the splitter instead of importing it;
 - *magnb scrape*: ``scrape(ScrapeConfig(..., workers=1))`` and ``workers=2`` (labels, splits,
   samples streamed into the gzip-compressed ``dataset.h5``, ``table.parquet``);
 - *pandas in memory*: what the seed project did: the same label table, a list of dict rows with
@@ -142,10 +144,12 @@ def _w_resample(data_dir: str, workers: int = 1) -> dict[str, Any]:
 
 
 def _w_labels(data_dir: str) -> dict[str, Any]:
-    """The label table with its grouped splits (scikit-learn's import included), alone."""
+    """The label table with its grouped splits, alone; then magnb's splitter against
+    scikit-learn's (import, folds) on that table."""
+    import numpy as np
     import pandas as pd
 
-    from magnb.dataset import make_sample, prepared_table
+    from magnb.dataset import grouped_stratified_folds, make_sample, prepared_table
 
     config = _config(data_dir, 1)
     first = pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].iloc[0]
@@ -154,8 +158,31 @@ def _w_labels(data_dir: str) -> dict[str, Any]:
         t = time.perf_counter()
         table = prepared_table(config)
         elapsed = time.perf_counter() - t
-    del table
-    return {"time": elapsed, "peak_mib": mem.delta_mib, "exact": mem.exact}
+    groups, strata = table["formula"].to_numpy(), table[config.stratify].astype(str).to_numpy()
+    t = time.perf_counter()
+    ours = grouped_stratified_folds(strata, groups, 5, config.seed)
+    ours_s = time.perf_counter() - t
+    t = time.perf_counter()
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    import_s = time.perf_counter() - t
+    t = time.perf_counter()
+    theirs = np.full(len(groups), -1)
+    splitter = StratifiedGroupKFold(5, shuffle=True, random_state=config.seed)
+    for fold, (_, held) in enumerate(splitter.split(np.zeros(len(groups)), strata, groups)):
+        theirs[held] = fold
+    theirs_s = time.perf_counter() - t
+    return {
+        "time": elapsed,
+        "peak_mib": mem.delta_mib,
+        "exact": mem.exact,
+        "extra": {
+            "magnb_folds": ours_s,
+            "sklearn_import": import_s,
+            "sklearn_folds": theirs_s,
+            "equal": bool(np.array_equal(ours, theirs)),
+        },
+    }
 
 
 def _w_scrape(data_dir: str, workers: int) -> dict[str, Any]:
@@ -298,6 +325,7 @@ class Cell:
     bytes: int = 0
     exact: bool = True
     cpu: list[dict[str, float]] = field(default_factory=list)  #: user, sys, minflt per run
+    extra: list[dict[str, Any]] = field(default_factory=list)  #: a worker's other numbers
 
     @property
     def time(self) -> float:
@@ -342,6 +370,8 @@ def run(args: argparse.Namespace) -> str:
                     cell.bytes = r.get("bytes", 0)
                     if "user" in r:
                         cell.cpu.append({k: r[k] for k in ("user", "sys", "minflt")})
+                    if "extra" in r:
+                        cell.extra.append(r["extra"])
             print(
                 f"  N={n}: "
                 + ", ".join(
@@ -467,13 +497,11 @@ def _markdown(
     lines += [
         "Where scrape's time goes (workers = 1, per sample). scrape resamples in its main thread; "
         "a second thread computes each sample's normalization sums and compresses it into the "
-        "chunk HDF5's shuffle + gzip filters decode (deflate by ISA-L) (written with `write_direct_chunk`); a "
-        "helper process assigns the grouped splits (scikit-learn's import is most of that) while "
-        "the samples are made. *labels* = `prepared_table` alone (label table from the split "
-        "index, grouped splits, scikit-learn's import included), measured apart: the work the "
-        "helper does beside the samples; *overhead* = scrape minus resampling alone (what the "
-        "overlap does not hide: the label table, waiting for the helper, writing the chunks "
-        "and the table). *CPU* = user + system seconds of the process and its children, per "
+        "chunk HDF5's shuffle + gzip filters decode (deflate by ISA-L; written with "
+        "`write_direct_chunk`). The label table and its grouped splits are made before the "
+        "samples. *labels* = `prepared_table` alone (label table from the split index, grouped "
+        "splits), measured apart; *overhead* = scrape minus resampling alone (the label table, "
+        "writing the chunks and the table). *CPU* = user + system seconds of the process and its children, per "
         "sample; *kernel* = the system part, mostly page faults (*faults* = minor page faults per "
         "sample): `make_sample` allocates and frees its arrays each call, and how often glibc "
         "hands that memory back to the kernel differs between the two loops.",
@@ -509,7 +537,7 @@ def _markdown(
                 "scrape",
                 "resampling",
                 "overhead",
-                "labels (beside)",
+                "labels",
                 "CPU: scrape (kernel, faults)",
                 "CPU: resampling (kernel, faults)",
             ],
@@ -517,6 +545,7 @@ def _markdown(
         ),
         "",
     ]
+    lines += _splitter_lines(sizes, cells)
     last = sizes[-1]
     d = cells[(last, "scrape-w1")].bytes
     p = cells[(last, "pandas")].bytes
@@ -530,6 +559,56 @@ def _markdown(
         lines += ["Memory: /proc/self/clear_refs was not writable; peaks are upper bounds.", ""]
     lines.append(f"Total benchmark wall time: {total_s / 60:.1f} min.")
     return "\n".join(lines) + "\n"
+
+
+def _splitter_lines(sizes: list[int], cells: dict[tuple[int, str], Cell]) -> list[str]:
+    """The grouped splits by magnb and by scikit-learn, side by side."""
+    rows = []
+    for n in sizes:
+        extra = cells[(n, "labels")].extra
+        if not extra:
+            continue
+
+        def med(key: str, extra: list[dict[str, Any]] = extra) -> str:
+            return fmt_s(statistics.median(e[key] for e in extra))
+
+        rows.append(
+            [
+                str(n),
+                med("magnb_folds"),
+                med("sklearn_import"),
+                med("sklearn_folds"),
+                "yes" if all(e["equal"] for e in extra) else "**NO**",
+                fmt_s(cells[(n, "resample")].time),
+            ]
+        )
+    if not rows:
+        return []
+    first = sizes[0]
+    import_s = statistics.median(e["sklearn_import"] for e in cells[(first, "labels")].extra)
+    share = import_s / cells[(first, "resample")].time
+    return [
+        "Grouped splits (5 folds of the table, stratified by order, grouped by formula), measured "
+        "in the *labels* process after magnb's imports: magnb's `grouped_stratified_folds` "
+        "against scikit-learn's `StratifiedGroupKFold(shuffle=True)`, whose algorithm it "
+        f"follows. At N = {first}, scikit-learn's import alone takes {share:.2f}x the time of "
+        f"resampling the {first} samples (the scrape target allows {TIME_TARGET - 1:.1f}x "
+        "on top of it), which is why scrape uses magnb's; the folds are identical (*equal*), "
+        "as `tests/test_dataset.py` checks on random tables.",
+        "",
+        markdown_table(
+            [
+                "N",
+                "magnb folds",
+                "scikit-learn import",
+                "scikit-learn folds",
+                "equal",
+                "resampling alone (N samples)",
+            ],
+            rows,
+        ),
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
