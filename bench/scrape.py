@@ -15,7 +15,8 @@ Each N runs, each in a fresh process:
   ``grouped_stratified_folds`` and by scikit-learn's ``StratifiedGroupKFold`` (its import timed
   apart), checked equal: why magnb writes out the splitter instead of importing it;
 - *magnb scrape*: ``scrape(ScrapeConfig(..., workers=1))`` and ``workers=2`` (labels, splits,
-  samples streamed into the gzip-compressed ``dataset.h5``, ``table.parquet``);
+  samples streamed into the gzip-compressed ``dataset.h5``, ``table.parquet``), and
+  ``workers=1`` again with ``ARROW_DEFAULT_MEMORY_POOL=system`` (for its memory growth);
 - *pandas in memory*: what the seed project did: the same label table, a list of dict rows with
   each sample's array in a column, ``pd.DataFrame(rows)``, then ``np.save`` of the stacked
   samples and the labels to parquet.
@@ -28,7 +29,7 @@ recorded for the resampling and scrape runs. Targets (issue "Stage 03 scrape"): 
 is also shown against the resampling in 2 processes); scrape's peak memory flat in N (slope below
 10% of one sample's size per added sample), where the pandas table grows linearly.
 
-    python bench/scrape.py            # N = 100, 400, 1600 (~3 min on 2 cores); writes RESULTS.md
+    python bench/scrape.py            # N = 100, 400, 1600 (~4 min on 2 cores); writes RESULTS.md
     python bench/scrape.py --quick    # N = 100, 400
 """
 
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -69,7 +71,9 @@ SLAB_WINDOW = 12.0
 CHANNELS = ("m+", "m-")
 TIME_TARGET = 1.3  #: scrape time / resampling time at most
 SLOPE_TARGET = 0.10  #: scrape's memory growth per sample / sample size at most
-METHODS = ("resample", "resample-w2", "labels", "scrape-w1", "scrape-w2", "pandas")
+METHODS = ("resample", "resample-w2", "labels", "scrape-w1", "scrape-w2", "pandas", "scrape-w1-sys")
+#: environment of a method's worker: ``scrape-w1-sys`` is scrape with Arrow's system allocator
+ENV = {"scrape-w1-sys": {"ARROW_DEFAULT_MEMORY_POOL": "system"}}
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -177,6 +181,7 @@ def _w_labels(data_dir: str) -> dict[str, Any]:
         "peak_mib": mem.delta_mib,
         "exact": mem.exact,
         "extra": {
+            "table_bytes_per_row": float(table.memory_usage(deep=True).sum() / len(table)),
             "magnb_folds": ours_s,
             "sklearn_import": import_s,
             "sklearn_folds": theirs_s,
@@ -253,7 +258,7 @@ def _worker(spec: dict[str, Any]) -> None:
         emit(_w_resample(data_dir, 2))
     elif method == "labels":
         emit(_w_labels(data_dir))
-    elif method == "scrape-w1":
+    elif method in ("scrape-w1", "scrape-w1-sys"):
         emit(_w_scrape(data_dir, 1))
     elif method == "scrape-w2":
         emit(_w_scrape(data_dir, 2))
@@ -357,10 +362,11 @@ def run(args: argparse.Namespace) -> str:
         base = make_base(work, args.distinct)
         for n in sizes:
             folder = make_replica(base, work, n)
-            repeats = args.repeats
+            repeats = _repeats(args.repeats, n)
             for _ in range(repeats):
                 for method in METHODS:  # interleaved, so that drift hits all alike
-                    r = run_worker(script, {"method": method, "data_dir": str(folder)})
+                    spec = {"method": method, "data_dir": str(folder)}
+                    r = run_worker(script, spec, env=ENV.get(method))
                     cell = cells.setdefault((n, method), Cell())
                     cell.times.append(r["time"])
                     cell.peaks.append(r["peak_mib"])
@@ -385,6 +391,12 @@ def run(args: argparse.Namespace) -> str:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
     return _markdown(sizes, cells, args, time.perf_counter() - t0, load0)
+
+
+def _repeats(repeats: int, n: int) -> int:
+    """Runs per cell: more at small N, where a run takes well under a second and the machine's
+    noise (+-20% between runs) would otherwise decide the verdict."""
+    return repeats * max(1, 300 // n)
 
 
 def _pass(ok: bool) -> str:
@@ -424,7 +436,8 @@ def _markdown(
         "the seed project's way: the same label table, a list of dict rows holding each sample's "
         "array, `pd.DataFrame(rows)`, `np.save` of the stacked samples and the labels to parquet. "
         "Each run in a fresh process, timed after one warm-up `make_sample`; medians of "
-        f"{args.repeats} runs. Throughput = N / wall time. "
+        + ", ".join(f"{_repeats(args.repeats, n)} runs at N = {n}" for n in sizes)
+        + " (the methods interleaved). Throughput = N / wall time. "
         "Peak = resident high-water mark above the resident size after imports (for workers = 2 "
         "the main process; the largest worker's absolute peak RSS, shared pages included, is in "
         "the last column).",
@@ -493,6 +506,13 @@ def _markdown(
             f"Target flat (< {SLOPE_TARGET:.0%} of a sample per sample): workers=1 "
             f"{_pass(flat)}, workers=2 {_pass(flat2)}.",
             "",
+            "What grows is not the samples but the per-row label table (its pandas frame holds "
+            f"{_table_row_bytes(sizes, cells):.0f} bytes per row): the parquet read of the split "
+            "index and the write of `table.parquet` go through Arrow, whose default allocator "
+            "(mimalloc) keeps the pages it used. The same scrape (workers=1) with "
+            "`ARROW_DEFAULT_MEMORY_POOL=system` grows "
+            f"{slopes['scrape-w1-sys']:.1f} KiB per sample.",
+            "",
         ]
     lines += [
         "Where scrape's time goes (workers = 1, per sample). scrape resamples in its main thread; "
@@ -559,6 +579,11 @@ def _markdown(
         lines += ["Memory: /proc/self/clear_refs was not writable; peaks are upper bounds.", ""]
     lines.append(f"Total benchmark wall time: {total_s / 60:.1f} min.")
     return "\n".join(lines) + "\n"
+
+
+def _table_row_bytes(sizes: list[int], cells: dict[tuple[int, str], Cell]) -> float:
+    extra = cells[(sizes[-1], "labels")].extra
+    return statistics.median(e["table_bytes_per_row"] for e in extra) if extra else math.nan
 
 
 def _splitter_lines(sizes: list[int], cells: dict[tuple[int, str], Cell]) -> list[str]:
