@@ -332,10 +332,11 @@ def grouped_stratified_folds(
     """The fold (0 to ``n_folds - 1``) of each row: every group whole in one fold, and each
     fold's mix of strata as close to the whole set's as a greedy pass can make it.
 
-    This is scikit-learn's ``StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)``,
-    tie-breaks included, so the folds are the ones it makes (a test compares them). It is written
-    out here because importing scikit-learn costs about 0.55 s of CPU, more than resampling 100
-    samples (``bench/scrape.py``), and this is all stage 03 needs from it.
+    This is scikit-learn's ``StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)``
+    (as of 1.9), tie-breaks included, so the folds are the ones it makes (a test compares them on
+    random tables). It is written out here because importing scikit-learn takes about 0.6 s,
+    more than resampling 100 samples (``bench/scrape.py``), and this is all stage 03 needs
+    from it.
 
     The groups are put in a seeded random order, then stably sorted by how uneven their strata
     counts are (most uneven first). Each group in turn goes to the fold that leaves the smallest
