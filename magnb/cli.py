@@ -143,8 +143,10 @@ def cmd_run_id(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from magnb.baselines import format_table
     from magnb.config import TrainConfig, from_mapping, load_train_config, to_mapping
     from magnb.synth import SynthConfig, write_demo_tree
+    from magnb.train import list_runs, trained_on_other_data
 
     out = Path(args.out).resolve()
     source = out / "vasp"
@@ -168,20 +170,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         ("05_visualize.ipynb", {"runs_dir": str(runs), "save_pictures": True}),
     ]
     for name, params in steps:
+        if name == "04_train.ipynb" and trained_on_other_data(from_mapping(TrainConfig, params)):
+            print("demo: the data changed since the demo's last training run; retraining it")
+            params = {**params, "force": True}
         print(f"demo: running {name}")
         notebook = run_notebook(name, executed, params)
         if name == "04_train.ipynb":  # the executed notebook belongs with the run it made
             run_id = from_mapping(TrainConfig, params).run_id
             shutil.copyfile(notebook, runs / run_id / name)
-    from magnb.train import list_runs
 
     print(f"demo: done; executed notebooks in {executed}, data in {data}, runs in {runs}")
-    for run_dir in sorted(runs.glob("*/metrics.json")):
-        metrics = json.loads(run_dir.read_text())
-        from magnb.baselines import format_table
-
-        print(f"\n{run_dir.parent.name}: {metrics['label']} on the test split")
-        print(format_table(metrics["test"]))
+    metrics = json.loads((runs / run_id / "metrics.json").read_text())
+    print(f"\n{run_id}: {metrics['label']} on the test split")
+    print(format_table(metrics["test"]))
     if not list_runs(runs).empty:
         print(f"\nrun registry: magnb runs {runs}")
     return 0

@@ -296,7 +296,7 @@ def choose_compounds(n: int, seed: int = 0, mixed_fraction: float = 0.35) -> lis
     chosen = [CompoundSpec.parse(f) for f in ANCHORS[: n if n >= len(ANCHORS) else 0]]
     singles = [c for c in pool if not c.mixed and c not in chosen]
     mixed = [c for c in pool if c.mixed]
-    n_mixed = min(len(mixed), round(n * mixed_fraction))
+    n_mixed = min(len(mixed), round(n * mixed_fraction), n - len(chosen))
     n_single = n - len(chosen) - n_mixed
     if n_single > len(singles):
         n_mixed += n_single - len(singles)
@@ -1284,7 +1284,10 @@ def write_demo_tree(
     """Write the demo tree ``<root>/<formula>/<order>/`` and return the calculation folders.
 
     Generated demo data, not DFT (see the module docstring); ``<root>/README.txt`` says so too.
-    Existing files are overwritten with identical bytes for the same configuration.
+    Existing files are overwritten with identical bytes for the same configuration. When
+    ``root`` holds a demo tree written with other settings (other compounds, orders or cell),
+    its calculations that this configuration does not make are removed, so that the tree is
+    exactly this configuration's; a folder without the demo README is only added to.
     """
     from tqdm.auto import tqdm
 
@@ -1292,6 +1295,7 @@ def write_demo_tree(
     root = Path(root)
     specs = config.compound_specs()
     jobs = [(spec, order) for spec in specs for order in config.orders]
+    _remove_other_calculations(root, {(spec.formula, order) for spec, order in jobs})
     folders = []
     for spec, order in tqdm(jobs, desc="demo calculations", unit="calc", disable=not progress):
         calc = make_calculation(
@@ -1302,6 +1306,22 @@ def write_demo_tree(
     with atomic_write(root / "README.txt") as fh:
         fh.write(_readme(config, specs).encode())
     return folders
+
+
+def _remove_other_calculations(root: Path, keep: set[tuple[str, str]]) -> None:
+    """Remove the ``<formula>/<order>`` folders of an earlier demo tree in ``root`` that are not
+    in ``keep``, and formula folders left empty. Only a tree whose README.txt is the demo's."""
+    import shutil
+
+    readme = root / "README.txt"
+    if not readme.is_file() or not readme.read_text().startswith(DISCLAIMER.upper()):
+        return
+    for formula_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for calc_dir in sorted(p for p in formula_dir.iterdir() if p.is_dir()):
+            if (formula_dir.name, calc_dir.name) not in keep:
+                shutil.rmtree(calc_dir)
+        if not any(formula_dir.iterdir()):
+            formula_dir.rmdir()
 
 
 def _readme(config: SynthConfig, specs: Sequence[CompoundSpec]) -> str:

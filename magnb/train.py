@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from magnb import __version__
-from magnb._io import atomic_write, sha256_file
+from magnb._io import atomic_write, h5_attr, sha256_file
 from magnb.config import TrainConfig, to_mapping
 from magnb.errors import MagnbError
 
@@ -277,6 +277,24 @@ def read_history(run_dir: Path) -> pd.DataFrame:
     return history.drop_duplicates("epoch", keep="last").reset_index(drop=True)
 
 
+def trained_on_other_data(config: TrainConfig) -> str | None:
+    """Why the finished run in ``config``'s run folder does not belong to the dataset now in
+    ``config.dataset_dir`` (it was trained on another one, or on an earlier build of it), or
+    None when it does or there is no finished run to compare."""
+    run_dir = config.runs_dir / config.run_id
+    record = run_dir / "environment.json"
+    if not (run_dir / "metrics.json").is_file() or not record.is_file():
+        return None
+    trained = json.loads(record.read_text()).get("dataset_hash")
+    current = h5_attr(config.dataset_dir / "dataset.h5", "input_hash")
+    if trained and current and trained != current:
+        return (
+            f"run {config.run_id} was trained on dataset {trained[:12]}, but "
+            f"{config.dataset_dir} now holds dataset {current[:12]}"
+        )
+    return None
+
+
 def train(config: TrainConfig, progress: bool = True) -> RunResult:
     """Train and evaluate one run. See the module docstring for what it leaves on disk."""
     import keras
@@ -288,6 +306,13 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
     run_dir = config.runs_dir / config.run_id
     metrics_path = run_dir / "metrics.json"
     if metrics_path.is_file() and not config.force:
+        other_data = trained_on_other_data(config)
+        if other_data:  # the run id names the settings, not the data: never pass it off as new
+            raise MagnbError(
+                f"{other_data}; retrain it with force: true (magnb train --force) or give this "
+                "dataset its own runs_dir",
+                metrics_path,
+            )
         return RunResult(
             run_dir, json.loads(metrics_path.read_text()), read_history(run_dir), already_done=True
         )

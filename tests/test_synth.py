@@ -184,6 +184,13 @@ def test_choose_compounds_is_seeded_and_varied() -> None:
         choose_compounds(0)
 
 
+@pytest.mark.parametrize("n", range(1, 11))
+def test_any_number_of_compounds_can_be_chosen(n: int) -> None:
+    """``magnb demo --compounds 3`` once failed: three anchors and a mixed draw left -1 singles."""
+    chosen = choose_compounds(n, seed=0)
+    assert len({c.formula for c in chosen}) == n
+
+
 # --------------------------------------------------------------------------------------------
 # physics
 
@@ -475,6 +482,33 @@ def test_demo_config_writes_four_orders(tmp_path: Path) -> None:
     chg = Chgcar.from_file(folders[0] / "CHGCAR")
     assert chg.data["total"].shape == RECT_GRID
     assert "cell: rectangular" in (tmp_path / "README.txt").read_text()
+
+
+def _calculation_folders(root: Path) -> set[Path]:
+    return {p.parent for p in root.glob("*/*/CHGCAR")}
+
+
+def test_a_demo_tree_rewritten_with_other_settings_holds_only_the_new_calculations(
+    tmp_path: Path,
+) -> None:
+    """An old demo folder must not leak calculations (the hexagonal FM/AFM runs of an earlier
+    magnb, or compounds of a larger --compounds) into a new demo's dataset."""
+    four = SynthConfig(**{**SynthConfig.demo(2).__dict__, "grid": RECT_GRID})
+    first = write_demo_tree(tmp_path, SMALL, progress=False)
+    assert _calculation_folders(tmp_path) == set(first)
+    second = write_demo_tree(tmp_path, four, progress=False)
+    assert _calculation_folders(tmp_path) == set(second)
+    assert len(second) == 8 and len(set(first) - set(second)) > 0
+    assert {p.name for p in tmp_path.iterdir() if p.is_dir()} == {f.parent.name for f in second}
+
+
+def test_a_folder_that_is_not_a_demo_tree_is_only_added_to(tmp_path: Path) -> None:
+    mine = tmp_path / "Fe2Ge2Te6" / "my_run"
+    mine.mkdir(parents=True)
+    (mine / "CHGCAR").write_text("not the demo's")
+    folders = write_demo_tree(tmp_path, SynthConfig(n_compounds=1, grid=(12, 12, 48)), False)
+    assert (mine / "CHGCAR").read_text() == "not the demo's"
+    assert _calculation_folders(tmp_path) == {mine, *folders}
 
 
 def test_orders_the_cell_cannot_hold_are_refused() -> None:

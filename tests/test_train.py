@@ -120,6 +120,32 @@ def test_train_writes_a_complete_run_and_the_model_reloads(demo_dataset, tmp_pat
     assert list(runs["run_id"]) == [config.run_id]
 
 
+def test_a_finished_run_is_not_passed_off_for_a_rebuilt_dataset(demo_dataset, tmp_path):
+    """The run id names the settings, not the data: after the dataset is rebuilt differently,
+    the old run's metrics must not come back as the new dataset's."""
+    from magnb.dataset import ScrapeConfig, scrape
+
+    data = tmp_path / "data"
+    shutil.copytree(demo_dataset, data)
+    config = small(data, tmp_path / "runs", epochs=1)
+    first = train(config, progress=False)
+    assert train(config, progress=False).already_done
+    with h5py.File(data / "dataset.h5") as f:
+        settings = yaml.safe_load(f.attrs["config"])
+    settings.update(data_dir=data, seed=settings["seed"] + 1, progress=False)  # other splits
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    scrape(ScrapeConfig(**settings))
+    with pytest.raises(MagnbError, match="was trained on dataset") as err:
+        train(config, progress=False)
+    assert "metrics.json" in str(err.value) and "force" in str(err.value)
+    again = train(from_mapping(TrainConfig, {**vars(config), "force": True}), progress=False)
+    assert not again.already_done and again.run_dir == first.run_dir
+    env = json.loads((again.run_dir / "environment.json").read_text())
+    with h5py.File(data / "dataset.h5") as f:
+        assert env["dataset_hash"] == str(f.attrs["input_hash"])
+    assert train(config, progress=False).already_done
+
+
 @pytest.mark.slow
 def test_nan_loss_stops_with_a_message(demo_dataset, tmp_path):
     config = small(demo_dataset, tmp_path / "runs", optimizer="sgd", learning_rate=1e30, epochs=3)
