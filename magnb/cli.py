@@ -299,7 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="stage 04: train and evaluate from a config")
     p.add_argument("config", help="YAML file of TrainConfig settings")
-    p.add_argument("--force", action="store_true", help="retrain a finished run")
+    p.add_argument(
+        "--force", action="store_true", help="retrain a finished run, or one of other data"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("runs", help="the run registry as a table")

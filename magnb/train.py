@@ -17,6 +17,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -278,21 +279,23 @@ def read_history(run_dir: Path) -> pd.DataFrame:
 
 
 def trained_on_other_data(config: TrainConfig) -> str | None:
-    """Why the finished run in ``config``'s run folder does not belong to the dataset now in
-    ``config.dataset_dir`` (it was trained on another one, or on an earlier build of it), or
-    None when it does or there is no finished run to compare."""
+    """Why the run in ``config``'s run folder, finished or interrupted with a backup, does not
+    belong to the dataset now in ``config.dataset_dir`` (it was trained on another one, or on an
+    earlier build of it); None when it does or there is no such run."""
     run_dir = config.runs_dir / config.run_id
     record = run_dir / "environment.json"
-    if not (run_dir / "metrics.json").is_file() or not record.is_file():
+    finished = (run_dir / "metrics.json").is_file()
+    if not (finished or (run_dir / "backup").is_dir()) or not record.is_file():
         return None
     trained = json.loads(record.read_text()).get("dataset_hash")
     current = h5_attr(config.dataset_dir / "dataset.h5", "input_hash")
-    if trained and current and trained != current:
-        return (
-            f"run {config.run_id} was trained on dataset {trained[:12]}, but "
-            f"{config.dataset_dir} now holds dataset {current[:12]}"
-        )
-    return None
+    if not trained or not current or trained == current:
+        return None
+    how = "was trained" if finished else "was interrupted while training"
+    return (
+        f"run {config.run_id} {how} on dataset {trained[:12]}, but {config.dataset_dir} now "
+        f"holds dataset {current[:12]}"
+    )
 
 
 def train(config: TrainConfig, progress: bool = True) -> RunResult:
@@ -305,20 +308,24 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
 
     run_dir = config.runs_dir / config.run_id
     metrics_path = run_dir / "metrics.json"
+    # the run id names the settings, not the data: a run of other data is neither handed back
+    # as this dataset's nor resumed on it
+    other_data = trained_on_other_data(config)
+    if other_data and not config.force:
+        raise MagnbError(
+            f"{other_data}; train it again from the start with force: true (magnb train "
+            "--force) or give this dataset its own runs_dir",
+            metrics_path if metrics_path.is_file() else run_dir / "backup",
+        )
     if metrics_path.is_file() and not config.force:
-        other_data = trained_on_other_data(config)
-        if other_data:  # the run id names the settings, not the data: never pass it off as new
-            raise MagnbError(
-                f"{other_data}; retrain it with force: true (magnb train --force) or give this "
-                "dataset its own runs_dir",
-                metrics_path,
-            )
         return RunResult(
             run_dir, json.loads(metrics_path.read_text()), read_history(run_dir), already_done=True
         )
     if config.force and run_dir.exists():
         for name in ("metrics.json", "history.csv", "model.keras"):
             (run_dir / name).unlink(missing_ok=True)
+        if other_data:  # its backup holds epochs of the other data
+            shutil.rmtree(run_dir / "backup", ignore_errors=True)
 
     info = preflight(config)
     strategy = make_strategy(config)

@@ -123,18 +123,12 @@ def test_train_writes_a_complete_run_and_the_model_reloads(demo_dataset, tmp_pat
 def test_a_finished_run_is_not_passed_off_for_a_rebuilt_dataset(demo_dataset, tmp_path):
     """The run id names the settings, not the data: after the dataset is rebuilt differently,
     the old run's metrics must not come back as the new dataset's."""
-    from magnb.dataset import ScrapeConfig, scrape
-
     data = tmp_path / "data"
     shutil.copytree(demo_dataset, data)
     config = small(data, tmp_path / "runs", epochs=1)
     first = train(config, progress=False)
     assert train(config, progress=False).already_done
-    with h5py.File(data / "dataset.h5") as f:
-        settings = yaml.safe_load(f.attrs["config"])
-    settings.update(data_dir=data, seed=settings["seed"] + 1, progress=False)  # other splits
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
-    scrape(ScrapeConfig(**settings))
+    _rescrape_with_other_splits(data)
     with pytest.raises(MagnbError, match="was trained on dataset") as err:
         train(config, progress=False)
     assert "metrics.json" in str(err.value) and "force" in str(err.value)
@@ -226,6 +220,50 @@ def test_mirrored_on_two_logical_cpus_matches_single_device(demo_dataset, tmp_pa
     assert results["single"]["replicas"] == 1 and results["mirrored"]["replicas"] == 2
     # same global batch (4 = 2 x 2), same data order: the losses agree up to reduction order
     np.testing.assert_allclose(results["mirrored"]["loss"], results["single"]["loss"], rtol=2e-2)
+
+
+def _rescrape_with_other_splits(data: Path) -> None:
+    from magnb.dataset import ScrapeConfig, scrape
+
+    with h5py.File(data / "dataset.h5") as f:
+        settings = yaml.safe_load(f.attrs["config"])
+    settings.update(data_dir=data, seed=settings["seed"] + 1, progress=False)
+    scrape(ScrapeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}))
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_is_not_resumed_on_a_rebuilt_dataset(demo_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(demo_dataset, data)
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        dataset_dir=str(data),
+        runs_dir=str(tmp_path / "runs"),
+        **{**SMALL_MODEL, "epochs": 40, "batch_size": 2},
+    )
+    run_dir = tmp_path / "runs" / load_train_config(cfg).run_id
+    cmd = [sys.executable, "-m", "magnb.cli", "train", str(cfg)]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    history = run_dir / "history.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if history.is_file() and len(history.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert (run_dir / "backup").is_dir() and not (run_dir / "metrics.json").exists()
+    _rescrape_with_other_splits(data)
+    refused = _run(cmd, timeout=300)
+    assert refused.returncode != 0
+    assert "was interrupted while training on dataset" in refused.stderr
+    assert (run_dir / "backup").is_dir()  # nothing touched
+    done = _run([*cmd, "--force"], timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["resumed_from_epoch"] == 0 and m["epochs_trained"] == 40
 
 
 @pytest.mark.slow
