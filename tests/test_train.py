@@ -231,46 +231,12 @@ def _rescrape_with_other_splits(data: Path) -> None:
     scrape(ScrapeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}))
 
 
-@pytest.mark.slow
-def test_an_interrupted_run_is_not_resumed_on_a_rebuilt_dataset(demo_dataset, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(demo_dataset, data)
+def _train_two_epochs_then_sigterm(data: Path, tmp_path: Path) -> tuple[list[str], Path]:
+    """Start ``magnb train`` of a 40-epoch config on ``data`` and stop it with SIGTERM after
+    two epochs; returns the command and the run folder."""
     cfg = write_config(
         tmp_path / "c.yaml",
         dataset_dir=str(data),
-        runs_dir=str(tmp_path / "runs"),
-        **{**SMALL_MODEL, "epochs": 40, "batch_size": 2},
-    )
-    run_dir = tmp_path / "runs" / load_train_config(cfg).run_id
-    cmd = [sys.executable, "-m", "magnb.cli", "train", str(cfg)]
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    history = run_dir / "history.csv"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if history.is_file() and len(history.read_text().splitlines()) >= 3:
-            break
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-    assert (run_dir / "backup").is_dir() and not (run_dir / "metrics.json").exists()
-    _rescrape_with_other_splits(data)
-    refused = _run(cmd, timeout=300)
-    assert refused.returncode != 0
-    assert "was interrupted while training on dataset" in refused.stderr
-    assert (run_dir / "backup").is_dir()  # nothing touched
-    done = _run([*cmd, "--force"], timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    m = json.loads((run_dir / "metrics.json").read_text())
-    assert m["resumed_from_epoch"] == 0 and m["epochs_trained"] == 40
-
-
-@pytest.mark.slow
-def test_sigterm_mid_training_then_rerun_resumes(demo_dataset, tmp_path):
-    cfg = write_config(
-        tmp_path / "c.yaml",
-        dataset_dir=str(demo_dataset),
         runs_dir=str(tmp_path / "runs"),
         **{**SMALL_MODEL, "epochs": 40, "batch_size": 2},
     )
@@ -287,6 +253,30 @@ def test_sigterm_mid_training_then_rerun_resumes(demo_dataset, tmp_path):
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
+    return cmd, run_dir
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_is_not_resumed_on_a_rebuilt_dataset(demo_dataset, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(demo_dataset, data)
+    cmd, run_dir = _train_two_epochs_then_sigterm(data, tmp_path)
+    assert (run_dir / "backup").is_dir() and not (run_dir / "metrics.json").exists()
+    _rescrape_with_other_splits(data)
+    refused = _run(cmd, timeout=300)
+    assert refused.returncode != 0
+    assert "was interrupted while training on dataset" in refused.stderr
+    assert (run_dir / "backup").is_dir()  # nothing touched
+    done = _run([*cmd, "--force"], timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["resumed_from_epoch"] == 0 and m["epochs_trained"] == 40
+
+
+@pytest.mark.slow
+def test_sigterm_mid_training_then_rerun_resumes(demo_dataset, tmp_path):
+    cmd, run_dir = _train_two_epochs_then_sigterm(demo_dataset, tmp_path)
+    history = run_dir / "history.csv"
     epochs_before = len(history.read_text().splitlines()) - 1
     assert 2 <= epochs_before < 40, "the job must be stopped part-way"
     assert (run_dir / "backup").is_dir()
