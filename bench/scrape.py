@@ -129,7 +129,8 @@ def _w_resample(data_dir: str, workers: int = 1) -> dict[str, Any]:
     from magnb.dataset import make_sample
 
     config = _config(data_dir, workers)
-    paths = pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].tolist()
+    index = pd.read_parquet(Path(data_dir) / "split" / "index.parquet")
+    paths = [str(Path(data_dir) / p) for p in index["path"]]
     make_sample(paths[0], config)  # warm-up (first-call costs)
     with measure_peak() as mem:
         cpu = _cpu()
@@ -156,7 +157,9 @@ def _w_labels(data_dir: str) -> dict[str, Any]:
     from magnb.dataset import grouped_stratified_folds, make_sample, prepared_table
 
     config = _config(data_dir, 1)
-    first = pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].iloc[0]
+    first = (
+        Path(data_dir) / pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].iloc[0]
+    )
     make_sample(first, config)
     with measure_peak() as mem:
         t = time.perf_counter()
@@ -197,7 +200,9 @@ def _w_scrape(data_dir: str, workers: int) -> dict[str, Any]:
     from magnb.dataset import make_sample, scrape
 
     config = _config(data_dir, workers)
-    first = pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].iloc[0]
+    first = (
+        Path(data_dir) / pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].iloc[0]
+    )
     make_sample(first, config)  # the same warm-up as the resampling run
     for name in ("dataset.h5", "table.parquet"):
         (Path(data_dir) / name).unlink(missing_ok=True)
@@ -230,7 +235,9 @@ def _w_pandas(data_dir: str) -> dict[str, Any]:
     config = _config(data_dir, 1)
     out = Path(data_dir) / "pandas"
     out.mkdir(exist_ok=True)
-    first = pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].iloc[0]
+    first = (
+        Path(data_dir) / pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].iloc[0]
+    )
     make_sample(first, config)
     with measure_peak() as mem:
         t = time.perf_counter()
@@ -239,7 +246,7 @@ def _w_pandas(data_dir: str) -> dict[str, Any]:
         for rec in table.to_dict("records"):
             if rec["status"] != "ok":
                 continue
-            sample, info = make_sample(rec["split_file"], config)
+            sample, info = make_sample(Path(data_dir) / rec["split_file"], config)
             rows.append({**rec, **info, "sample": sample})
         frame = pd.DataFrame(rows)
         np.save(out / "samples.npy", np.stack(frame["sample"].to_list()))
@@ -313,8 +320,8 @@ def make_replica(base: Path, work: Path, n: int) -> Path:
         copy = i // len(index)
         calc_id = rec["calc_id"] if copy == 0 else f"{rec['calc_id']}__copy{copy:03d}"
         target = split / f"{calc_id}.h5"
-        os.link(rec["path"], target)
-        rows.append({**rec, "calc_id": calc_id, "path": str(target)})
+        os.link(base / rec["path"], target)
+        rows.append({**rec, "calc_id": calc_id, "path": f"split/{calc_id}.h5"})
     table = pd.DataFrame(rows, columns=index.columns).astype(index.dtypes.to_dict())
     table.to_parquet(split / "index.parquet", index=False)
     return folder

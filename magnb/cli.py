@@ -67,7 +67,13 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from magnb.collect import CollectConfig, collect
 
     result = collect(
-        CollectConfig(source=args.source, data_dir=args.data, layout=args.layout, mode=args.mode)
+        CollectConfig(
+            source=args.source,
+            data_dir=args.data,
+            layout=args.layout,
+            mode=args.mode,
+            verify=args.verify,
+        )
     )
     print(result.summary())
     return 0
@@ -275,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="magnb data folder")
     p.add_argument("--layout", default="{formula}/{run}/CHGCAR*", help="layout pattern")
     p.add_argument("--mode", choices=["copy", "hardlink"], default="copy")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-hash every file (default: only files whose size, mtime, ctime or inode changed)",
+    )
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("split", help="stage 02: total and magnetization densities to HDF5")
@@ -329,6 +340,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except MagnbError as exc:
         print(f"magnb: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a permission, ... where no stage said it better
+        from magnb._io import os_error
+
+        converted = os_error(exc)
+        if converted is exc:
+            raise
+        print(f"magnb: error: {converted}", file=sys.stderr)
         return 2
 
 

@@ -44,7 +44,16 @@ import numpy as np
 import pandas as pd
 
 from magnb import __version__
-from magnb._io import atomic_path, h5_attr, sha256_text
+from magnb._io import (
+    atomic_path,
+    check_complete,
+    h5_attr,
+    marker_path,
+    new_build_id,
+    sha256_text,
+    stage_writer,
+    user_os_errors,
+)
 from magnb.config import from_mapping, to_mapping
 from magnb.errors import MagnbError
 from magnb.grid import crop_c, resample_cube, resample_fractional, slab_window, tile
@@ -125,6 +134,24 @@ class ScrapeConfig:
             )
         if self.shard is not None and not (0 <= self.shard[0] < self.shard[1]):
             raise MagnbError(f"shard must be (i, n) with 0 <= i < n, not {self.shard}")
+        for name in ("cube_side", "slab_margin", "threshold", "slab_window"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise MagnbError(f"{name} must be a finite number, not {value}")
+        if self.cube_side <= 0 or self.cube_points < 1:
+            raise MagnbError(
+                f"cube_side must be > 0 A and cube_points >= 1, not {self.cube_side}, "
+                f"{self.cube_points}"
+            )
+        if self.slab_window is not None and self.slab_window <= 0:
+            raise MagnbError(f"slab_window must be > 0 A (or null), not {self.slab_window}")
+        if self.slab_margin < 0:
+            raise MagnbError(f"slab_margin must be >= 0 A, not {self.slab_margin}")
+        if not 0 <= self.seed < 2**32:
+            raise MagnbError(f"seed must be in [0, 2**32), not {self.seed}")
+        if self.kfold < 0 or self.workers < 0:
+            raise MagnbError("kfold and workers must be >= 0")
+        check_sample_size(self.sample_shape, "this grid and supercell")
 
     @property
     def sample_shape(self) -> tuple[int, int, int, int]:
@@ -151,6 +178,28 @@ class ScrapeConfig:
         for k in ("data_dir", "out_dir", "workers", "shard", "progress"):
             d.pop(k)
         return d
+
+
+#: HDF5's limit on one chunk (one sample is one chunk)
+MAX_CHUNK_BYTES = 2**32 - 1
+
+
+def check_sample_size(shape: tuple[int, ...], what: str) -> None:
+    """MagnbError when one float32 sample of ``shape`` cannot be stored as one HDF5 chunk (4 GiB)
+    or would not fit in this machine's memory a few times over (the resampling holds copies)."""
+    nbytes = 4 * math.prod(int(n) for n in shape)
+    if nbytes > MAX_CHUNK_BYTES:
+        raise MagnbError(
+            f"{what} make samples of {tuple(shape)} = {nbytes / 2**30:.1f} GiB; one sample is one "
+            "HDF5 chunk, at most 4 GiB: use a smaller grid, supercell or cube_points"
+        )
+    with contextlib.suppress(ValueError, OSError, AttributeError):
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        if 4 * nbytes > memory:
+            raise MagnbError(
+                f"{what} make samples of {tuple(shape)} = {nbytes / 2**30:.1f} GiB, and making "
+                f"one takes about 4x that; this machine has {memory / 2**30:.1f} GiB"
+            )
 
 
 @dataclass
@@ -213,13 +262,9 @@ def label_table(data_dir: Path, threshold: float) -> pd.DataFrame:
     """One row per split-index row with its labels, from ``split/index.parquet`` alone (stage 02
     wrote every number a label needs there, so no split file is opened). Built column by column,
     not a dict per row: at 6400 rows that is 7x faster and takes a third of the memory."""
-    path = data_dir / "split" / "index.parquet"
-    if not path.is_file():
-        raise MagnbError("no split index: run stage 02 (magnb split) first", path)
-    index = pd.read_parquet(path)
-    missing = {"n_magnetic", "source_path", "input_hash"} - set(index.columns)
-    if missing:
-        raise MagnbError("split index from an older magnb: run stage 02 (magnb split) again", path)
+    from magnb.split import read_index
+
+    index = read_index(data_dir)
     ok = (index["status"] == "ok").to_numpy()
     run = index["run"].fillna("").astype(str)
     tags = run.unique()
@@ -596,17 +641,29 @@ def _input_hash(table: pd.DataFrame, config: ScrapeConfig) -> str:
 
 def scrape(config: ScrapeConfig) -> ScrapeResult:
     """Run stage 03 (or one shard of it). See the module docstring for what it writes."""
-    import h5py
 
     out_dir = config.dataset_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
     table = _labelled_table(config)
     input_hash = _input_hash(table, config)  # the splits follow from the table: not needed yet
     h5_path, table_path = dataset_paths(out_dir, config.shard)
-    if h5_attr(h5_path, "input_hash") == input_hash and table_path.is_file():
-        return ScrapeResult(pd.read_parquet(table_path), h5_path, skipped_build=True)
-    for tmp in out_dir.glob(f".{h5_path.name}.tmp-*"):
-        tmp.unlink(missing_ok=True)
+    stage = _stage_name(config.shard)
+    if h5_attr(h5_path, "input_hash") == input_hash and not marker_path(out_dir, stage).exists():
+        with contextlib.suppress(MagnbError):  # a table of another build: build again
+            return ScrapeResult(_read_build(h5_path, table_path), h5_path, skipped_build=True)
+    with stage_writer(out_dir, stage), user_os_errors("cannot write the dataset", h5_path):
+        return _build(config, table, input_hash, h5_path, table_path)
+
+
+def _stage_name(shard: tuple[int, int] | None) -> str:
+    """The lock and marker name of a scrape: shards of one build run at once, each its own."""
+    return "scrape" if shard is None else f"scrape.shard-{shard[0]}-of-{shard[1]}"
+
+
+def _build(
+    config: ScrapeConfig, table: pd.DataFrame, input_hash: str, h5_path: Path, table_path: Path
+) -> ScrapeResult:
+    import h5py
+
     # split before any sample is made: every shard splits the whole table alike, and a file
     # whose sample cannot be made keeps the split its row was given
     table = assign_splits(table, config.fractions, config.stratify, config.kfold, config.seed)
@@ -616,7 +673,7 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
         i, n = config.shard
         positions = positions[positions % n == i]
     todo = positions[table["status"].to_numpy()[positions] == "ok"].tolist()
-    paths = [str(p) for p in table["split_file"].to_numpy()[todo]]
+    paths = [str(config.data_dir / p) for p in table["split_file"].to_numpy()[todo]]
     shape = config.sample_shape
     table["sample"] = -1
     for col in ("sum", "sumsq", "maxabs"):
@@ -678,12 +735,62 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
             ]
         if config.shard is not None:
             table = table.iloc[positions].reset_index(drop=True)
-        _write_attrs(f, config, table, input_hash)
-
-    disk = _table_for_disk(table)
-    with atomic_path(table_path) as tmp:
-        disk.to_parquet(tmp, index=False)
+        build_id = new_build_id()
+        _write_attrs(f, config, table, input_hash, build_id)
+        disk = _table_for_disk(table)
+        # the table first: its build id names a dataset not yet in place, so a reader finds
+        # the pair incomplete until the rename below (the marker says so as well)
+        _write_table(disk, table_path, build_id)
     return ScrapeResult(disk, h5_path)
+
+
+#: the key of the build id in table.parquet's schema metadata
+_BUILD_KEY = b"magnb_build_id"
+
+
+def _write_table(table: pd.DataFrame, path: Path, build_id: str) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    arrow = arrow.replace_schema_metadata({**(arrow.schema.metadata or {}), _BUILD_KEY: build_id})
+    with atomic_path(path) as tmp:
+        pq.write_table(arrow, tmp)
+
+
+def _read_build(h5_path: Path, table_path: Path) -> pd.DataFrame:
+    """A dataset's table, after checking that it and ``h5_path`` are one build."""
+    import h5py
+    import pyarrow.parquet as pq
+
+    if not h5_path.is_file():
+        raise MagnbError("no dataset: run stage 03 (magnb scrape) first", h5_path)
+    if not table_path.is_file():
+        raise MagnbError("no dataset table: run stage 03 (magnb scrape) first", table_path)
+    try:
+        with h5py.File(h5_path, "r") as f:
+            dataset_build = str(f.attrs.get("build_id", ""))
+            f["samples"].shape  # noqa: B018 (a dataset with no samples is damaged)
+    except (OSError, KeyError) as exc:
+        raise MagnbError(
+            f"damaged dataset, HDF5 cannot read it ({exc}): run stage 03 (magnb scrape) again",
+            h5_path,
+        ) from exc
+    try:
+        table_build = (pq.read_schema(table_path).metadata or {}).get(_BUILD_KEY, b"").decode()
+        table = pd.read_parquet(table_path)
+    except Exception as exc:  # pyarrow's errors for a damaged file share no base class
+        raise MagnbError(
+            f"damaged dataset table ({type(exc).__name__}): run stage 03 (magnb scrape) again",
+            table_path,
+        ) from exc
+    if not dataset_build or dataset_build != table_build:
+        raise MagnbError(
+            f"{h5_path.name} and {table_path.name} are from different builds (an interrupted "
+            "or older scrape): run stage 03 (magnb scrape) again",
+            table_path,
+        )
+    return table
 
 
 #: the filters of ``samples`` as ``(code, cd_values)``: shuffle of 4-byte items, then deflate
@@ -732,7 +839,9 @@ def normalization_stats(
     return {"offset": mean.tolist(), "scale": np.where(std > 0, std, 1.0).tolist()}
 
 
-def _write_attrs(f, config: ScrapeConfig, table: pd.DataFrame, input_hash: str) -> None:
+def _write_attrs(
+    f, config: ScrapeConfig, table: pd.DataFrame, input_hash: str, build_id: str
+) -> None:
     import yaml
 
     shape = config.sample_shape
@@ -747,6 +856,9 @@ def _write_attrs(f, config: ScrapeConfig, table: pd.DataFrame, input_hash: str) 
     f.attrs["norm_offset"] = json.dumps(stats["offset"])
     f.attrs["norm_scale"] = json.dumps(stats["scale"])
     f.attrs["input_hash"] = input_hash
+    f.attrs["build_id"] = build_id
+    # where the split files are, from this folder (paths in the table are relative to it)
+    f.attrs["data_dir"] = os.path.relpath(config.data_dir, config.dataset_dir)
     f.attrs["magnb_version"] = __version__
     f.attrs["layout"] = "samples[n, x, y, z, channel]; row n is table.parquet's 'sample' column"
 
@@ -769,17 +881,24 @@ def merge_shards(data_dir: str | Path, n: int, out_dir: str | Path | None = None
     """Join ``n`` shard builds in ``out_dir`` (default ``data_dir``) into ``dataset.h5`` and
     ``table.parquet`` there, identical to a single build (samples in calc_id order, normalization
     from the training rows). ``data_dir`` is the data folder the shards were scraped from."""
+    data_dir = Path(data_dir)
+    out = Path(out_dir) if out_dir is not None else data_dir
+    h5_path, _ = dataset_paths(out)
+    with stage_writer(out, "scrape"), user_os_errors("cannot write the dataset", h5_path):
+        return _merge(data_dir, n, out)
+
+
+def _merge(data_dir: Path, n: int, out: Path) -> Path:
     import h5py
     import yaml
 
-    data_dir = Path(data_dir)
-    out = Path(out_dir) if out_dir is not None else data_dir
     parts = []
     for i in range(n):
         h5, tab = dataset_paths(out, (i, n))
         if not h5.is_file() or not tab.is_file():
             raise MagnbError(f"shard {i} of {n} is missing: run scrape with shard=({i}, {n})", h5)
-        parts.append((h5, _stats_from_disk(pd.read_parquet(tab)), i))
+        check_complete(out, _stage_name((i, n)), f"magnb scrape DATA --shard {i}/{n}")
+        parts.append((h5, _stats_from_disk(_read_build(h5, tab)), i))
     table = pd.concat([t.assign(shard_index=i, shard_sample=t["sample"]) for _, t, i in parts])
     table = table.sort_values("calc_id", kind="stable").reset_index(drop=True)
     ok = table["sample"] >= 0
@@ -793,6 +912,7 @@ def merge_shards(data_dir: str | Path, n: int, out_dir: str | Path | None = None
         config = from_mapping(
             ScrapeConfig, {**config_map, "data_dir": str(data_dir), "out_dir": str(out)}
         )
+        build_id = new_build_id()
         with atomic_path(h5_path) as tmp, h5py.File(tmp, "w") as f:
             ds = f.create_dataset(
                 "samples",
@@ -813,20 +933,29 @@ def merge_shards(data_dir: str | Path, n: int, out_dir: str | Path | None = None
                     ds[row.sample] = src[int(row.shard_sample)]
             clean = table.drop(columns=["shard_index", "shard_sample"])
             full_hash = _input_hash(_labelled_table(config), config)
-            _write_attrs(f, config, clean, full_hash)
+            _write_attrs(f, config, clean, full_hash, build_id)
+            _write_table(_table_for_disk(clean), table_path, build_id)
     finally:
         for s in sources:
             s.close()
-    with atomic_path(table_path) as tmp:
-        _table_for_disk(clean).to_parquet(tmp, index=False)
     return h5_path
 
 
 def read_table(dataset_dir: str | Path) -> pd.DataFrame:
-    path = Path(dataset_dir) / "table.parquet"
-    if not path.is_file():
-        raise MagnbError("no dataset table: run stage 03 (magnb scrape) first", path)
-    return pd.read_parquet(path)
+    """A dataset's table, refused while its scrape is incomplete and when dataset.h5 and
+    table.parquet are not one build (MagnbErrors that name the file and say what to run)."""
+    dataset_dir = Path(dataset_dir)
+    check_complete(dataset_dir, "scrape", f"magnb scrape DATA --out {dataset_dir}")
+    h5_path, table_path = dataset_paths(dataset_dir)
+    return _read_build(h5_path, table_path)
+
+
+def split_file_path(dataset_dir: str | Path, split_file: str) -> Path:
+    """Where a table row's split file is: the table holds paths relative to the data folder,
+    and dataset.h5 says where that folder is from the dataset's own (``data_dir`` attribute)."""
+    dataset_dir = Path(dataset_dir)
+    data_dir = h5_attr(dataset_paths(dataset_dir)[0], "data_dir") or "."
+    return dataset_dir / data_dir / split_file
 
 
 # --------------------------------------------------------------------------------------------

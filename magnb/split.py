@@ -22,11 +22,9 @@ settings) is skipped, so an interrupted split is finished by running it again.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,13 +32,21 @@ import numpy as np
 import pandas as pd
 
 from magnb import __version__
-from magnb._io import atomic_path, h5_attr, sha256_text
-from magnb.collect import read_manifest
-from magnb.errors import MagnbError
+from magnb._io import (
+    atomic_path,
+    check_complete,
+    h5_attr,
+    sha256_text,
+    stage_writer,
+    user_os_errors,
+)
+from magnb._workers import process_pool
+from magnb.collect import content_of, read_manifest
+from magnb.errors import MagnbError, WriteError
 from magnb.vasp import ChargeDensity, Moments, read_chgcar, read_moments, write_chgcar
 
 #: bump when the split file's content changes, so old outputs are redone
-SPLIT_FORMAT = 2
+SPLIT_FORMAT = 3
 
 #: elements counted as magnetic when the OUTCAR has no per-site table: 3d, 4d, 5d metals, 4f
 MAGNETIC_ELEMENTS = frozenset(
@@ -118,12 +124,17 @@ class SplitResult:
 
 
 def split_path(data_dir: str | Path, calc_id: str) -> Path:
-    return Path(data_dir) / "split" / f"{calc_id}.h5"
+    return Path(data_dir) / split_name(calc_id)
+
+
+def split_name(calc_id: str) -> str:
+    """A split file's path relative to the data folder (how the index records it)."""
+    return f"split/{calc_id}.h5"
 
 
 def _input_hash(manifest_row: dict, config: SplitConfig) -> str:
     settings = {
-        "files": manifest_row["files"],
+        "files": content_of(manifest_row["files"]),
         "format": SPLIT_FORMAT,
         "abs_tol": config.moment_abs_tol,
         "rel_tol": config.moment_rel_tol,
@@ -189,6 +200,10 @@ def split_one(
             tol = config.moment_abs_tol + config.moment_rel_tol * abs(moment)
             flag = abs(moment_integral - moment) > tol
 
+    if moments.per_site is not None:  # magnetic sites: those VASP gives half a muB or more
+        n_magnetic = int((np.abs(moments.per_site) >= 0.5).sum())
+    else:
+        n_magnetic = sum(1 for site in structure if site.specie.symbol in MAGNETIC_ELEMENTS)
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
         f.attrs.update(
             {
@@ -207,6 +222,8 @@ def split_one(
                 "moment_source": moments.source or "",
                 "moment_flag": flag,
                 "moment_units": "muB",
+                "natoms": len(structure),
+                "n_magnetic": n_magnetic,
                 "input_hash": meta["input_hash"],
                 "split_format": SPLIT_FORMAT,
                 "magnb_version": __version__,
@@ -242,27 +259,40 @@ def split_one(
             comment=f"{meta['calc_id']} magnetization (muB), written by magnb",
         )
 
-    if moments.per_site is not None:  # magnetic sites: those VASP gives half a muB or more
-        n_magnetic = int((np.abs(moments.per_site) >= 0.5).sum())
-    else:
-        n_magnetic = sum(1 for site in structure if site.specie.symbol in MAGNETIC_ELEMENTS)
-    return {
-        "n_magnetic": n_magnetic,
-        "source_path": meta.get("source_path", ""),
-        "input_hash": meta["input_hash"],
-        "spin_kind": density.spin_kind,
-        "nx": nx,
-        "ny": ny,
-        "nz": nz,
-        "natoms": len(structure),
-        "volume": density.volume,
-        "electrons": electrons,
-        "nelect": moments.nelect,
-        "moment_integral": moment_integral,
-        "moment": moment,
-        "moment_source": moments.source or "",
-        "moment_flag": flag,
-    }
+    return index_row(out_path)
+
+
+#: the index columns a split file's attributes give (the rest come from the manifest)
+_FROM_FILE = (
+    "spin_kind", "natoms", "volume", "electrons", "nelect", "moment_integral", "moment",
+    "moment_source", "moment_flag", "n_magnetic", "source_path", "input_hash",
+)  # fmt: skip
+
+
+def index_row(path: str | Path) -> dict:
+    """The split index's numbers for one split file, read from the file's own attributes (so
+    the index can never say what its file does not); MagnbError if the file cannot be read."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = dict(f.attrs)
+    except OSError as exc:
+        raise MagnbError(f"cannot read the split file ({exc})", path) from exc
+    missing = [k for k in (*_FROM_FILE, "grid_shape") if k not in attrs]
+    if missing:
+        raise MagnbError(f"split file from an older magnb (no {', '.join(missing)})", path)
+    row = {k: attrs[k] for k in _FROM_FILE}
+    row["nx"], row["ny"], row["nz"] = (int(n) for n in attrs["grid_shape"])
+    for k in ("volume", "electrons", "nelect", "moment_integral", "moment"):
+        value = float(row[k])
+        row[k] = None if math.isnan(value) else value
+    for k in ("natoms", "n_magnetic"):
+        row[k] = int(row[k])
+    row["moment_flag"] = bool(row["moment_flag"])
+    for k in ("spin_kind", "moment_source", "source_path", "input_hash"):
+        row[k] = str(row[k])
+    return row
 
 
 def _dataset(f, name: str, data: np.ndarray, units: str) -> None:
@@ -273,9 +303,12 @@ def _dataset(f, name: str, data: np.ndarray, units: str) -> None:
 def _work(args: tuple) -> dict:
     raw_dir, chgcar, out_path, config, meta = args
     try:
-        row = split_one(raw_dir, chgcar, out_path, config, meta)
+        with user_os_errors("cannot read or write"):
+            row = split_one(raw_dir, chgcar, out_path, config, meta)
         row["status"] = "ok"
         row["error"] = ""
+    except WriteError:
+        raise  # a full disk stops the stage: no later file could be written either
     except MagnbError as exc:
         # name the user's file, not magnb's raw copy of it
         message = str(exc).replace(str(raw_dir), meta.get("source_path") or str(raw_dir))
@@ -283,45 +316,45 @@ def _work(args: tuple) -> dict:
     return row
 
 
-def _clean_temporaries(folder: Path) -> None:
-    """Remove temporary files a killed run left (``.<name>.tmp-*``, magnb's own pattern)."""
-    if folder.is_dir():
-        for p in folder.glob(".*.tmp-*"):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-
-
 def split_all(config: SplitConfig) -> SplitResult:
-    """Run stage 02 over the manifest; returns (and writes) the split index."""
+    """Run stage 02 over the manifest; returns (and writes) the split index.
+
+    The split files and the index are one output: while they change, ``split/.split.incomplete``
+    is there and stage 03 refuses the folder. Every index row is read from its split file's own
+    attributes, so an index can only say what its files do.
+    """
     from tqdm.auto import tqdm
 
     data_dir = config.data_dir
-    manifest = read_manifest(data_dir)
+    manifest = read_manifest(data_dir, complete=True)
     split_dir = data_dir / "split"
-    split_dir.mkdir(parents=True, exist_ok=True)
-    _clean_temporaries(split_dir)
+    with stage_writer(split_dir, "split"):
+        index, counts = _split_under_lock(config, manifest, tqdm)
+    return SplitResult(index=index, counts=counts)
 
+
+def _split_under_lock(config: SplitConfig, manifest: pd.DataFrame, tqdm) -> tuple:
+    data_dir = config.data_dir
+    split_dir = data_dir / "split"
     rows: dict[str, dict] = {}
     jobs = []
     counts = {"total": len(manifest), "written": 0, "unchanged": 0, "failed": 0, "flagged": 0}
-    previous = _read_index(split_dir / "index.parquet")
     for rec in manifest.to_dict("records"):
         cid = rec["calc_id"]
-        base = {
-            "calc_id": cid,
-            "formula": rec["formula"],
-            "run": rec["run"],
-            "path": str(split_path(data_dir, cid)),
-        }
+        base = {"calc_id": cid, "formula": rec["formula"], "run": rec["run"]}
+        base["path"] = split_name(cid)
         if rec["status"] != "ok":
             rows[cid] = {**base, "status": "failed", "error": f"collect: {rec['error']}"}
             continue
         out = split_path(data_dir, cid)
         input_hash = _input_hash(rec, config)
-        if h5_attr(out, "input_hash") == input_hash and cid in previous:
-            rows[cid] = {**previous[cid], **base, "status": "ok"}
-            counts["unchanged"] += 1
-            continue
+        if h5_attr(out, "input_hash") == input_hash:
+            try:  # the file is the record: its attributes give the row
+                rows[cid] = {**index_row(out), **base, "status": "ok", "error": ""}
+                counts["unchanged"] += 1
+                continue
+            except MagnbError:
+                pass  # unreadable or older: split it again
         meta = {
             "calc_id": cid,
             "run": rec["run"],
@@ -334,12 +367,11 @@ def split_all(config: SplitConfig) -> SplitResult:
     workers = config.workers or os.cpu_count() or 1
     bar = tqdm(total=len(jobs), desc="split", unit="calc", disable=not config.progress)
     if workers == 1 or len(jobs) <= 1:
-        results = map(_work, jobs)
-        for job, res in zip(jobs, results, strict=True):
-            rows[job[4]["calc_id"]].update(res)
+        for job in jobs:
+            rows[job[4]["calc_id"]].update(_work(job))
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with process_pool(workers) as pool:
             for job, res in zip(jobs, pool.map(_work, jobs, chunksize=1), strict=True):
                 rows[job[4]["calc_id"]].update(res)
                 bar.update()
@@ -356,20 +388,29 @@ def split_all(config: SplitConfig) -> SplitResult:
     for column in ("nx", "ny", "nz", "natoms", "n_magnetic"):
         index[column] = index[column].astype("Int64")
     counts["flagged"] = int(index["moment_flag"].fillna(False).sum())
-    with atomic_path(split_dir / "index.parquet") as tmp:
-        index.to_parquet(tmp, index=False)
-    return SplitResult(index=index, counts=counts)
+    with user_os_errors("cannot write the split index", split_dir / "index.parquet"):
+        with atomic_path(split_dir / "index.parquet") as tmp:
+            index.to_parquet(tmp, index=False)
+    return index, counts
 
 
-def _read_index(path: Path) -> dict[str, dict]:
+def read_index(data_dir: str | Path) -> pd.DataFrame:
+    """The split index of a data folder, refused while stage 02 is incomplete there; paths in it
+    are relative to the data folder."""
+    data_dir = Path(data_dir)
+    path = data_dir / "split" / "index.parquet"
+    check_complete(data_dir / "split", "split", f"magnb split {data_dir}")
     if not path.is_file():
-        return {}
-    out = {}
-    for row in pd.read_parquet(path).to_dict("records"):
-        out[row["calc_id"]] = {
-            k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()
-        }
-    return out
+        raise MagnbError("no split index: run stage 02 (magnb split) first", path)
+    try:
+        index = pd.read_parquet(path)
+    except Exception as exc:  # a damaged file: pyarrow's errors share no base class
+        raise MagnbError(f"cannot read the split index ({type(exc).__name__})", path) from exc
+    missing = {"n_magnetic", "source_path", "input_hash", "path"} - set(index.columns)
+    paths = index["path"].astype(str) if "path" in index else pd.Series(dtype=str)
+    if missing or not paths.str.startswith("split/").all():
+        raise MagnbError("split index from an older magnb: run stage 02 (magnb split) again", path)
+    return index
 
 
 def load_split(path: str | Path) -> dict:
@@ -379,9 +420,12 @@ def load_split(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise MagnbError("no split file: run stage 02 (magnb split) first", path)
-    with h5py.File(path, "r") as f:
-        out = {k: f[k][()] for k in f}
-        out["attrs"] = dict(f.attrs)
+    try:
+        with h5py.File(path, "r") as f:
+            out = {k: f[k][()] for k in f}
+            out["attrs"] = dict(f.attrs)
+    except OSError as exc:  # truncated or overwritten: HDF5 cannot read it
+        raise MagnbError(f"damaged split file, HDF5 cannot read it ({exc})", path) from exc
     if "species" in out:
         out["species"] = [s.decode() for s in out["species"]]
     return out

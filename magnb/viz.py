@@ -163,7 +163,7 @@ def sample_geometry(dataset_dir: str | Path, calc_id: str) -> SampleGeometry:
     import h5py
     import yaml
 
-    from magnb.dataset import read_table
+    from magnb.dataset import read_table, split_file_path
     from magnb.split import load_split
 
     dataset_dir = Path(dataset_dir)
@@ -179,7 +179,7 @@ def sample_geometry(dataset_dir: str | Path, calc_id: str) -> SampleGeometry:
         shape = tuple(int(n) for n in f["samples"].shape[1:4])
     if settings["representation"] != "fractional":
         raise MagnbError("atom positions are drawn for fractional-grid datasets only")
-    split = load_split(row["split_file"])
+    split = load_split(split_file_path(dataset_dir, row["split_file"]))
     frac = np.asarray(split["frac_coords"], dtype=float) % 1.0
     lengths = np.linalg.norm(split["lattice"], axis=1)
     grid = np.asarray(settings["grid"], dtype=float)
