@@ -27,6 +27,7 @@ import errno
 import functools
 import hashlib
 import os
+import re
 import signal
 import tempfile
 import uuid
@@ -93,28 +94,67 @@ _USER_ERRNOS = {
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
 
 
-def os_error(exc: OSError, path: str | Path | None = None, doing: str = "") -> MagnbError:
+def errno_of(exc: BaseException) -> int | None:
+    """The errno of an OSError, or of an HDF5 error that carries one in its text (h5py raises
+    ``RuntimeError: ... errno = 28, error message = 'No space left on device'`` when a write
+    fails as it closes a file)."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno
+    if isinstance(exc, OSError | RuntimeError):
+        found = re.search(r"errno = (\d+)", str(exc))
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def os_error(
+    exc: BaseException, path: str | Path | None = None, doing: str = "", writing: bool = False
+) -> MagnbError:
     """A user-caused OSError as a one-line MagnbError naming the file (a :class:`WriteError`
-    when it means nothing more can be written); other OSErrors are returned unchanged."""
-    what = _USER_ERRNOS.get(exc.errno)
+    when it means nothing more can be written, or it happened ``writing`` an output); any other
+    exception is returned unchanged."""
+    code = errno_of(exc)
+    what = _USER_ERRNOS.get(code) if code is not None else None
     if what is None:
         return exc  # type: ignore[return-value]
-    where = path if path is not None else (exc.filename or None)
+    where = path if path is not None else (getattr(exc, "filename", None) or None)
     text = f"{doing}: {what}" if doing else what
-    cls = WriteError if exc.errno in _WRITE_ERRNOS else MagnbError
+    cls = WriteError if writing or code in _WRITE_ERRNOS else MagnbError
     return cls(text, where)
 
 
 @contextlib.contextmanager
-def user_os_errors(doing: str = "", path: str | Path | None = None) -> Iterator[None]:
+def user_os_errors(
+    doing: str = "", path: str | Path | None = None, writing: bool = False
+) -> Iterator[None]:
     """Turn user-caused OSErrors raised in the block into MagnbErrors (see :func:`os_error`)."""
     try:
         yield
-    except OSError as exc:
-        converted = os_error(exc, path, doing)
+    except (OSError, RuntimeError) as exc:
+        converted = os_error(exc, path, doing, writing)
         if converted is exc:
             raise
         raise converted from exc
+
+
+def ensure_space(path: str | Path, nbytes: int, margin: int = 1 << 20) -> None:
+    """WriteError naming ``path`` unless its file system has ``nbytes`` (+ ``margin``) free.
+
+    HDF5 does not always fail cleanly when a write hits a full disk (h5py can raise from inside
+    a close, and a later use of the library then crashes): stages that stream into an HDF5 file
+    check before each write instead of finding out from the library.
+    """
+    path = Path(path)
+    try:
+        st = os.statvfs(path.parent if not path.is_dir() else path)
+    except OSError:
+        return  # cannot tell: the write itself will say
+    free = st.f_bavail * st.f_frsize
+    if free < nbytes + margin:
+        raise WriteError(
+            f"no space left on the device: {nbytes + margin} more bytes needed, {free} free",
+            path,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,9 +183,9 @@ def is_temporary(path: str | Path) -> bool:
     return name.startswith(".") and ".tmp-" in name
 
 
-def _new_temp(path: Path) -> str:
+def _new_temp(path: Path, suffix: str = "") -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=suffix, dir=path.parent)
     os.close(fd)
     return tmp
 
@@ -172,33 +212,42 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO]:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Like :func:`atomic_write` for libraries that want a path (h5py, pyarrow): yields a temporary
-    path beside ``path`` and renames it into place when the block succeeds."""
+    path beside ``path`` and renames it into place when the block succeeds. ``suffix`` ends the
+    temporary name, for writers that insist on one (Keras wants ``.keras``)."""
     path = Path(path)
-    tmp = _new_temp(path)
+    with user_os_errors("cannot write", path, writing=True):
+        tmp = _new_temp(path, suffix)
     try:
         fault_point("write", path)
         yield Path(tmp)
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        # name the file the user asked for, not the temporary
+        converted = os_error(exc, path, "cannot write", writing=True)
+        if converted is not exc:
+            raise converted from exc
         raise
 
 
 def link_into_place(src: Path, path: Path) -> None:
     """Hard-link ``src`` at ``path`` atomically (OSError when the file systems differ)."""
-    tmp = _new_temp(path)
-    os.unlink(tmp)
+    with user_os_errors("cannot write", path, writing=True):
+        tmp = _new_temp(path)
+        os.unlink(tmp)
     try:
         fault_point("write", path)
         os.link(src, tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise
+        if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS:
+            raise os_error(exc, path, "cannot write", writing=True) from exc
+        raise  # EXDEV and the like: the caller copies instead
     fault_point("rename", path)
 
 
@@ -275,10 +324,12 @@ def stage_writer(folder: str | Path, stage: str) -> Iterator[None]:
         remove_temporaries(folder)
         marker = marker_path(folder, stage)
         if not marker.is_file():
-            with atomic_write(marker, "w") as fh:
-                fh.write(f"magnb {stage} is writing this folder (or was interrupted)\n")
+            with user_os_errors(f"cannot start magnb {stage}", marker):
+                with atomic_write(marker, "w") as fh:
+                    fh.write(f"magnb {stage} is writing this folder (or was interrupted)\n")
         yield
-        remove(marker)
+        with user_os_errors(f"cannot finish magnb {stage}", marker):
+            remove(marker)
 
 
 def check_complete(folder: str | Path, stage: str, command: str) -> None:

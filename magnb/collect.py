@@ -525,9 +525,10 @@ def collect(config: CollectConfig) -> CollectResult:
     data_dir = config.data_dir
     raw_root = data_dir / "raw"
     manifest_path = data_dir / "manifest.parquet"
-    if not config.source.is_dir():
-        raise MagnbError("source tree does not exist or is not a folder", config.source)
-    _check_folders(config.source, data_dir)
+    with user_os_errors("cannot read the source tree", config.source):
+        if not config.source.is_dir():
+            raise MagnbError("source tree does not exist or is not a folder", config.source)
+        _check_folders(config.source, data_dir)
     with stage_writer(data_dir, "collect"):
         previous: dict[str, dict] = {}
         if manifest_path.is_file():

@@ -8,6 +8,7 @@ refusing unknown keys and values of the wrong type with a :class:`MagnbError` th
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -17,9 +18,25 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
-from magnb.errors import MagnbError
+from magnb.errors import ConfigError, MagnbError
 
 T = TypeVar("T")
+
+#: element-wise Keras activations a model can use between layers (``keras.activations``)
+ACTIVATIONS = (
+    "celu", "elu", "exponential", "gelu", "hard_shrink", "hard_sigmoid", "hard_silu",
+    "hard_swish", "hard_tanh", "leaky_relu", "linear", "log_sigmoid", "mish", "relu", "relu6",
+    "selu", "sigmoid", "silu", "soft_shrink", "softplus", "softsign", "sparse_plus",
+    "sparse_sigmoid", "squareplus", "swish", "tanh", "tanh_shrink",
+)  # fmt: skip
+#: a config file larger than this is not a config (a wrong path, a data file)
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: a message must stay one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check(value: Any, annotation: Any, key: str, where: str) -> Any:
@@ -34,55 +51,57 @@ def _check(value: Any, annotation: Any, key: str, where: str) -> Any:
         for option in args:
             try:
                 return _check(value, option, key, where)
-            except MagnbError as exc:
+            except ConfigError as exc:
                 errors.append(exc)
-        raise MagnbError(f"{key} = {value!r} is not {_describe(annotation)}", where)
+        raise ConfigError(f"{key} = {_short(value)} is not {_describe(annotation)}", where)
     if annotation is type(None):
         if value is None:
             return None
-        raise MagnbError(f"{key} = {value!r} is not None", where)
+        raise ConfigError(f"{key} = {_short(value)} is not None", where)
     if origin is Literal:
         if value in args:
             return value
-        raise MagnbError(f"{key} = {value!r} must be one of {list(args)}", where)
+        raise ConfigError(f"{key} = {_short(value)} must be one of {list(args)}", where)
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise MagnbError(f"{key} = {value!r} must be a list", where)
+            raise ConfigError(f"{key} = {_short(value)} must be a list", where)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_check(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value))
         if len(value) != len(args):
-            raise MagnbError(f"{key} = {value!r} must have {len(args)} entries", where)
+            raise ConfigError(f"{key} = {_short(value)} must have {len(args)} entries", where)
         return tuple(
             _check(v, a, f"{key}[{i}]", where)
             for i, (v, a) in enumerate(zip(value, args, strict=True))
         )
     if origin is dict:
         if not isinstance(value, Mapping):
-            raise MagnbError(f"{key} must be a mapping", where)
+            raise ConfigError(f"{key} must be a mapping", where)
         return dict(value)
     if annotation is Path:
         if isinstance(value, str | Path):
             return Path(value)
-        raise MagnbError(f"{key} = {value!r} must be a path", where)
+        raise ConfigError(f"{key} = {_short(value)} must be a path", where)
     if annotation is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"{key} = {value} must be a finite number", where)
             return float(value)
-        raise MagnbError(f"{key} = {value!r} must be a number", where)
+        raise ConfigError(f"{key} = {_short(value)} must be a number", where)
     if annotation is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise MagnbError(f"{key} = {value!r} must be an integer", where)
+        raise ConfigError(f"{key} = {_short(value)} must be an integer", where)
     if annotation is bool:
         if isinstance(value, bool):
             return value
-        raise MagnbError(f"{key} = {value!r} must be true or false", where)
+        raise ConfigError(f"{key} = {_short(value)} must be true or false", where)
     if annotation is str:
         if isinstance(value, str):
             return value
-        raise MagnbError(f"{key} = {value!r} must be a string", where)
+        raise ConfigError(f"{key} = {_short(value)} must be a string", where)
     if dataclasses.is_dataclass(annotation):
         if not isinstance(value, Mapping):
-            raise MagnbError(f"{key} must be a mapping", where)
+            raise ConfigError(f"{key} must be a mapping", where)
         return from_mapping(annotation, value, where, prefix=f"{key}.")
     return value
 
@@ -96,12 +115,12 @@ def from_mapping(
 ) -> T:
     """Build dataclass ``cls`` from ``mapping``; unknown keys and wrong types are MagnbErrors."""
     if not isinstance(mapping, Mapping):
-        raise MagnbError(f"expected a mapping of settings, got {type(mapping).__name__}", where)
+        raise ConfigError(f"expected a mapping of settings, got {type(mapping).__name__}", where)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(mapping) - set(fields))
     if unknown:
-        raise MagnbError(
+        raise ConfigError(
             f"unknown key(s) {', '.join(prefix + k for k in unknown)}; "
             f"known: {', '.join(sorted(fields))}",
             where,
@@ -117,29 +136,83 @@ def from_mapping(
         and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise MagnbError(f"missing required key(s) {', '.join(prefix + m for m in missing)}", where)
+        raise ConfigError(f"missing required key(s) {', '.join(prefix + m for m in missing)}", where)
     try:
         return cls(**values)
-    except MagnbError:
+    except MagnbError as exc:  # a check in the dataclass itself: say which file it was
+        if exc.path is None:
+            raise ConfigError(exc.reason, where) from exc
         raise
     except (TypeError, ValueError) as exc:
-        raise MagnbError(str(exc), where) from exc
+        raise ConfigError(str(exc), where) from exc
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses what a config never needs and a mistake often makes:
+    aliases (``*ref``: a 400-byte file of nested aliases expands to gigabytes) and a key given
+    twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"aliases (*{event.anchor}) are not allowed in a config",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, list | dict):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a config key must be a plain value", key_node.start_mark
+                )
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {_short(key)} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from a file, with MagnbErrors for a missing file or bad YAML."""
+    """A YAML mapping from a file, with one-line MagnbErrors (ConfigError) for a missing or
+    unreadable file, a file that is not UTF-8 text, bad YAML, aliases, duplicate keys, or a
+    document that is not a mapping."""
     path = Path(path)
     if not path.is_file():
-        raise MagnbError("config file not found", path)
+        raise ConfigError("config file not found", path)
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config ({exc.strerror})", path) from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{len(raw)} bytes is not a config file (a wrong path?)", path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"not UTF-8 text (byte {exc.start} is {raw[exc.start]:#04x}): a binary file?", path
+        ) from exc
+    if "\x00" in text:
+        raise ConfigError("contains NUL bytes: a binary file, not a YAML config", path)
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        raise MagnbError(f"invalid YAML ({exc})", path, None if line is None else line + 1) from exc
+        mark = getattr(exc, "problem_mark", None)
+        line = None if mark is None else mark.line + 1
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"invalid YAML: {problem}", path, line) from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise MagnbError("the config must be a mapping of key: value", path)
+        raise ConfigError(
+            f"the config must be a mapping of key: value, not a {type(data).__name__}", path
+        )
     return data
 
 
@@ -205,15 +278,24 @@ class TrainConfig:
         if self.channels is not None:
             object.__setattr__(self, "channels", tuple(self.channels))
         if self.epochs < 1 or self.batch_size < 1:
-            raise MagnbError("epochs and batch_size must be >= 1")
+            raise ConfigError("epochs and batch_size must be >= 1")
         if not 0 <= self.dropout < 1:
-            raise MagnbError(f"dropout must be in [0, 1), not {self.dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), not {self.dropout}")
         if self.learning_rate <= 0:
-            raise MagnbError(f"learning_rate must be > 0, not {self.learning_rate}")
+            raise ConfigError(f"learning_rate must be > 0, not {self.learning_rate}")
         if any(v < 1 for v in (*self.filters, *self.kernel_size, *self.pool, *self.dense)):
-            raise MagnbError("filters, kernel_size, pool and dense entries must be >= 1")
+            raise ConfigError("filters, kernel_size, pool and dense entries must be >= 1")
         if not self.name or not all(c.isalnum() or c in "-_." for c in self.name):
-            raise MagnbError(f"name {self.name!r} must be letters, digits, '-', '_' or '.'")
+            raise ConfigError(f"name {_short(self.name)} must be letters, digits, '-', '_' or '.'")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"activation {_short(self.activation)} is not one of Keras' element-wise "
+                f"activations: {', '.join(ACTIVATIONS)}"
+            )
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be in [0, 2**32), not {self.seed}")
+        if self.early_stopping < 0 or self.cpu_replicas < 0 or self.workers < 0:
+            raise ConfigError("early_stopping, cpu_replicas and workers must be >= 0")
 
     def content_hash(self) -> str:
         """Hash of the settings that change what is trained (not paths, workers or force)."""
@@ -252,6 +334,6 @@ def train_config_from_notebook(namespace: Mapping[str, Any], before: set[str]) -
     }
     unknown = sorted(injected - names)
     if unknown:
-        raise MagnbError(f"unknown key(s) {', '.join(unknown)}", "notebook parameters")
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)}", "notebook parameters")
     values = {k: namespace[k] for k in names if k in namespace}
     return from_mapping(TrainConfig, values, "notebook parameters")

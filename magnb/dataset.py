@@ -47,6 +47,7 @@ from magnb import __version__
 from magnb._io import (
     atomic_path,
     check_complete,
+    ensure_space,
     h5_attr,
     marker_path,
     new_build_id,
@@ -717,6 +718,7 @@ def _build(
                 columns["status"][p] = "skipped"
                 columns["reason"][p] = error
                 continue
+            ensure_space(h5_path, len(chunk))
             ds.id.write_direct_chunk((n, *zeros), chunk)
             columns["sample"][p] = n
             for col in ("stat_sum", "stat_sumsq", "stat_maxabs"):
@@ -928,6 +930,7 @@ def _merge(data_dir: Path, n: int, out: Path) -> Path:
                 src = sources[row.shard_index]["samples"]
                 if direct:
                     mask, chunk = src.id.read_direct_chunk((int(row.shard_sample), *zeros))
+                    ensure_space(h5_path, len(chunk))
                     ds.id.write_direct_chunk((int(row.sample), *zeros), chunk, mask)
                 else:
                     ds[row.sample] = src[int(row.shard_sample)]
@@ -1131,9 +1134,13 @@ def _density_dataset_class() -> type:
                     x[k] = np.roll(x[k], shifts, axis=(0, 1, 2))
             return x, self._labels(idx)
 
-        def on_epoch_end(self) -> None:
-            self.epoch += 1
+        def set_epoch(self, epoch: int) -> None:
+            """Shuffle and augment as in ``epoch`` (a resumed run starts at its own epoch)."""
+            self.epoch = int(epoch)
             self._order = self._permutation()
+
+        def on_epoch_end(self) -> None:
+            self.set_epoch(self.epoch + 1)
 
     return DensityDataset
 

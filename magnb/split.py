@@ -35,6 +35,7 @@ from magnb import __version__
 from magnb._io import (
     atomic_path,
     check_complete,
+    ensure_space,
     h5_attr,
     sha256_text,
     stage_writer,
@@ -204,6 +205,8 @@ def split_one(
         n_magnetic = int((np.abs(moments.per_site) >= 0.5).sum())
     else:
         n_magnetic = sum(1 for site in structure if site.specie.symbol in MAGNETIC_ELEMENTS)
+    arrays = [density.total, density.magnetization]
+    ensure_space(out_path, sum(a.size * 4 for a in arrays if a is not None) + 4 * len(structure))
     with atomic_path(out_path) as tmp, h5py.File(tmp, "w", track_order=True) as f:
         f.attrs.update(
             {

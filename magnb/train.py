@@ -28,7 +28,15 @@ import numpy as np
 import pandas as pd
 
 from magnb import __version__
-from magnb._io import atomic_write, h5_attr, sha256_file
+from magnb._io import (
+    atomic_write,
+    h5_attr,
+    remove,
+    remove_temporaries,
+    sha256_file,
+    stage_lock,
+    user_os_errors,
+)
 from magnb.config import TrainConfig, to_mapping
 from magnb.errors import MagnbError
 
@@ -61,9 +69,10 @@ def dataset_info(dataset_dir: Path) -> dict[str, Any]:
     import h5py
     import yaml
 
+    from magnb.dataset import read_table
+
     path = dataset_dir / "dataset.h5"
-    if not path.is_file():
-        raise MagnbError("no dataset: run stage 03 (magnb scrape) first", path)
+    read_table(dataset_dir)  # complete, one build, readable: else a MagnbError naming the file
     with h5py.File(path, "r") as f:
         settings = yaml.safe_load(f.attrs["config"])
         return {
@@ -299,7 +308,18 @@ def trained_on_other_data(config: TrainConfig) -> str | None:
 
 
 def train(config: TrainConfig, progress: bool = True) -> RunResult:
-    """Train and evaluate one run. See the module docstring for what it leaves on disk."""
+    """Train and evaluate one run. See the module docstring for what it leaves on disk.
+
+    One writer per run folder (a lock); a disk that fills up or fails stops it with a
+    MagnbError naming the file, and running it again finishes the run as if never stopped.
+    """
+    run_dir = config.runs_dir / config.run_id
+    with stage_lock(run_dir, "train"), user_os_errors("cannot write the run", run_dir):
+        remove_temporaries(run_dir)
+        return _train(config, progress)
+
+
+def _train(config: TrainConfig, progress: bool) -> RunResult:
     import keras
 
     from magnb.baselines import evaluate_all
@@ -322,10 +342,10 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
             run_dir, json.loads(metrics_path.read_text()), read_history(run_dir), already_done=True
         )
     if config.force and run_dir.exists():
-        for name in ("metrics.json", "history.csv", "model.keras"):
-            (run_dir / name).unlink(missing_ok=True)
-        if other_data:  # its backup holds epochs of the other data
-            shutil.rmtree(run_dir / "backup", ignore_errors=True)
+        for name in ("metrics.json", "history.csv", "model.keras"):  # metrics.json first
+            remove(run_dir / name)
+        # from the start: an interrupted run's backup is not resumed either
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)
 
     info = preflight(config)
     strategy = make_strategy(config)
@@ -374,24 +394,29 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
             metrics = [keras.metrics.MeanAbsoluteError(name="mae")]
         model.compile(optimizer=_optimizer(config, len(train_data)), loss=loss, metrics=metrics)
 
+    from magnb.callbacks import RunFiles, save_model
+
     monitor = "val_loss" if val_data is not None else "loss"
+    stateful: list[Any] = []  # callbacks whose counters a resumed run must get back
+    if config.early_stopping:
+        stateful.append(keras.callbacks.EarlyStopping(monitor, patience=config.early_stopping))
+    if config.lr_schedule == "plateau":
+        stateful.append(keras.callbacks.ReduceLROnPlateau(monitor, factor=0.5, patience=3))
+    run_files = RunFiles(run_dir, monitor, train_data, replay=stateful)
     callbacks: list[Any] = [
+        # model.keras and history.csv for an epoch are on disk before its backup: a run killed
+        # between the two does that epoch again, and its row is written once
+        run_files,
         # double_checkpoint: a job killed while the backup is being written still resumes
         # (from the previous backup) instead of failing on a half-written file
+        # the backup is kept until metrics.json is written: a run killed after its last epoch
+        # resumes there instead of training again
         keras.callbacks.BackupAndRestore(
-            str(run_dir / "backup"), delete_checkpoint=True, double_checkpoint=True
+            str(run_dir / "backup"), delete_checkpoint=False, double_checkpoint=True
         ),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / "model.keras"), monitor=monitor, save_best_only=True
-        ),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TerminateOnNaN(),
+        *stateful,
     ]
-    if config.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor, patience=config.early_stopping))
-    if config.lr_schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor, factor=0.5, patience=3))
-    done_before = len(read_history(run_dir))
 
     class_weight = (
         _class_weights(train_data.labels)
@@ -405,9 +430,15 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
         epochs=config.epochs,
         class_weight=class_weight,
         callbacks=callbacks,
+        # the loader shuffles, seeded by (seed, epoch); Keras' own batch shuffle draws from
+        # Python's global random state, which a resumed run cannot get back
+        shuffle=False,
         verbose=2 if progress else 0,
     )
     seconds = time.perf_counter() - start
+    done_before = run_files.resumed_from_epoch
+    if done_before is None:  # the backup held every epoch: the fit had none left to run
+        done_before = len(read_history(run_dir))
     losses = fit.history.get("loss", [])
     if any(not math.isfinite(v) for v in losses):
         raise MagnbError(
@@ -417,7 +448,7 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
             run_dir,
         )
     if not (run_dir / "model.keras").exists():
-        model.save(run_dir / "model.keras")
+        save_model(model, run_dir / "model.keras")
 
     best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
     test_data = loader("test", shuffle=False)
@@ -435,6 +466,8 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
         "model": config.model,
         "epochs_trained": trained_epochs,
         "resumed_from_epoch": done_before,
+        # what this record describes, byte for byte (metrics.json is written last)
+        "files": {name: sha256_file(run_dir / name) for name in ("model.keras", "history.csv")},
         "replicas": replicas,
         "global_batch": global_batch,
         "train_seconds": seconds,
@@ -444,6 +477,7 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
     }
     with atomic_write(metrics_path, "w") as fh:
         json.dump(metrics, fh, indent=2)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return RunResult(run_dir, metrics, read_history(run_dir), resumed_from_epoch=done_before)
 
 
