@@ -136,7 +136,9 @@ def from_mapping(
         and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise ConfigError(f"missing required key(s) {', '.join(prefix + m for m in missing)}", where)
+        raise ConfigError(
+            f"missing required key(s) {', '.join(prefix + m for m in missing)}", where
+        )
     try:
         return cls(**values)
     except MagnbError as exc:  # a check in the dataclass itself: say which file it was

@@ -22,12 +22,7 @@ from tests.fault_harness import (
     diff,
     fingerprint,
     leftovers,
-    run_stage_faults,
 )
-
-#: the harness's figures, for the README's Reliability section (printed by the test)
-FIGURES: dict[str, dict] = {}
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", list(STAGES))

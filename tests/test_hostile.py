@@ -273,7 +273,9 @@ def test_a_moved_data_folder_works_from_any_directory(tmp_path, monkeypatch):
 
     with h5py.File(moved / "dataset.h5") as f:
         for row in ok.itertuples():
-            expected, _ = make_sample(moved / row.split_file, ScrapeConfig(data_dir=moved, **SCRAPE))
+            expected, _ = make_sample(
+                moved / row.split_file, ScrapeConfig(data_dir=moved, **SCRAPE)
+            )
             np.testing.assert_array_equal(f["samples"][row.sample], expected)
 
 
@@ -566,3 +568,55 @@ def test_disk_errors_in_the_cli_are_one_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "no space left" in lines[0] and str(tmp_path) in lines[0], lines
     assert json  # (json used by other tests in this module)
+
+
+# --------------------------------------------------------------------------------------------
+# re-collect at the cost of what changed
+
+
+def test_recollect_hashes_only_what_changed_and_catches_in_place_edits(tmp_path, monkeypatch):
+    """A re-collect of an unchanged tree reads no file; a source edited in place with its size
+    and mtime put back is caught by its ctime; --verify re-hashes everything."""
+    import magnb.collect as collect_module
+
+    calcs = _calcs(tmp_path)
+    src = tmp_path / "src"
+    for rel, calc in zip(["A2/FM", "B2/FM"], calcs, strict=False):
+        shutil.copytree(calc, src / rel)
+    data = tmp_path / "data"
+    _collect(src, data)
+    hashed: list[str] = []
+    real = collect_module.sha256_file
+    monkeypatch.setattr(collect_module, "sha256_file", lambda p: hashed.append(str(p)) or real(p))
+    again = _collect(src, data)
+    assert hashed == [] and (again["status"] == "ok").all()
+
+    chgcar = src / "A2/FM/CHGCAR"
+    st = chgcar.stat()
+    text = chgcar.read_bytes()
+    edited = text[:-2] + (b"7" if text[-2:-1] != b"7" else b"8") + text[-1:]
+    time.sleep(0.01)
+    chgcar.write_bytes(edited)  # same size
+    os.utime(chgcar, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime; the ctime moves
+    assert chgcar.stat().st_size == st.st_size and chgcar.stat().st_mtime_ns == st.st_mtime_ns
+    third = _collect(src, data).set_index("calc_id")
+    assert hashed == [str(chgcar)]
+    assert (data / "raw/A2__FM/CHGCAR").read_bytes() == edited
+    assert third.loc["A2__FM", "sha256"] == real(chgcar)
+
+    hashed.clear()
+    collect(CollectConfig(source=src, data_dir=data, progress=False, verify=True))
+    assert len(hashed) >= 2 * len(list(src.rglob("CHGCAR")))  # sources and raw copies
+
+
+def test_a_damaged_raw_copy_is_copied_again(tmp_path):
+    """A raw copy changed behind collect's back (another inode or size) is replaced."""
+    calc = _calcs(tmp_path)[0]
+    src = tmp_path / "src"
+    shutil.copytree(calc, src / "A2/FM")
+    data = tmp_path / "data"
+    _collect(src, data)
+    raw = data / "raw/A2__FM/CHGCAR"
+    raw.write_bytes(raw.read_bytes()[:100])
+    _collect(src, data)
+    assert raw.read_bytes() == (src / "A2/FM/CHGCAR").read_bytes()
