@@ -52,6 +52,7 @@ from magnb._io import (
     marker_path,
     new_build_id,
     sha256_text,
+    stage_lock,
     stage_writer,
     user_os_errors,
 )
@@ -951,6 +952,18 @@ def read_table(dataset_dir: str | Path) -> pd.DataFrame:
     check_complete(dataset_dir, "scrape", f"magnb scrape DATA --out {dataset_dir}")
     h5_path, table_path = dataset_paths(dataset_dir)
     return _read_build(h5_path, table_path)
+
+
+def replace_table(dataset_dir: str | Path, table: pd.DataFrame) -> None:
+    """Write an edited table (relabelled rows, say) as the table of the dataset in
+    ``dataset_dir``: it keeps that dataset's build id, so readers take the two as one build."""
+    dataset_dir = Path(dataset_dir)
+    h5_path, table_path = dataset_paths(dataset_dir)
+    build_id = h5_attr(h5_path, "build_id")
+    if not build_id:
+        raise MagnbError("no readable dataset to go with the table", h5_path)
+    with stage_lock(dataset_dir, "scrape"):
+        _write_table(table, table_path, build_id)
 
 
 def split_file_path(dataset_dir: str | Path, split_file: str) -> Path:

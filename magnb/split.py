@@ -14,7 +14,9 @@ attributes                calc_id, formula, spin_kind, volume (A^3), grid_shape,
                           moment_flag (integral and reported moment disagree), input_hash, units
 ========================  ==========================================================================
 
-and ``<data>/split/index.parquet``, one row per manifest row with the status and the numbers above.
+and ``<data>/split/index.parquet``, one row per manifest row with the status and the numbers above,
+read back from each split file's own attributes, and the file's path relative to the data folder
+(``split/<calc_id>.h5``).
 A non-spin run is recorded (spin_kind ``none``), not an error. Work runs in processes, one file in
 flight per worker; every file is written atomically; an unchanged input (same raw file hashes, same
 settings) is skipped, so an interrupted split is finished by running it again.

@@ -109,14 +109,28 @@ def fingerprint(root: Path) -> dict[str, Any]:
     return out
 
 
-def _weights(path: Path) -> list[str]:
-    import keras
-    import numpy as np
+def _weights(path: Path) -> dict[str, str]:
+    """The weights inside a ``.keras`` file (a zip holding ``model.weights.h5``), read without
+    Keras: this process must not start TensorFlow's runtime before it forks the runs."""
+    import io
+    import zipfile
 
-    import magnb.layers  # noqa: F401 (registers PeriodicConv3D for loading)
+    with zipfile.ZipFile(path) as z:
+        return _h5_content_of(io.BytesIO(z.read("model.weights.h5")))
 
-    model = keras.saving.load_model(path, safe_mode=True)
-    return [hashlib.sha256(np.asarray(w).tobytes()).hexdigest() for w in model.get_weights()]
+
+def _h5_content_of(source: Any) -> dict[str, str]:
+    import h5py
+
+    out = {}
+    with h5py.File(source, "r") as f:
+
+        def visit(name: str, obj: Any) -> None:
+            if isinstance(obj, h5py.Dataset):
+                out[name] = hashlib.sha256(obj[()].tobytes()).hexdigest()
+
+        f.visititems(visit)
+    return out
 
 
 def leftovers(root: Path) -> list[str]:

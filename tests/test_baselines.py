@@ -27,6 +27,7 @@ from magnb.baselines import (
     regression_metrics,
     task_for,
 )
+from magnb.dataset import replace_table
 from magnb.errors import MagnbError
 
 # --------------------------------------------------------------------------------------------
@@ -297,7 +298,8 @@ def write_dataset(data_dir: Path, samples: np.ndarray, table: pd.DataFrame, thre
         f.attrs["norm_scale"] = json.dumps([2.0] * nchan)
         f.attrs["periodic_axes"] = json.dumps([True, True, True])
         f.attrs["config"] = yaml.safe_dump({"threshold": threshold, "channels": ["m+", "m-"]})
-    table.to_parquet(data_dir / "table.parquet", index=False)
+        f.attrs["build_id"] = "hand-made"
+    replace_table(data_dir, table)  # the table of that build
 
 
 @pytest.fixture

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from tests.fault_harness import (
     fingerprint,
     leftovers,
 )
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", list(STAGES))
@@ -165,3 +168,50 @@ def test_a_second_writer_is_refused_at_once(tmp_path):
         t.join()
     with stage_lock(tmp_path, "scrape"):  # free again once released
         pass
+
+
+@pytest.mark.slow
+def test_a_resumed_run_says_where_it_resumed_and_matches_an_uninterrupted_one(tmp_path):
+    """Killed after the backup of epoch 1 of 3: the re-run resumes at 2 (not 0), records
+    epochs_trained 3 and resumed_from_epoch 2, and ends with the uninterrupted run's history and
+    weights."""
+    from tests.fault_harness import _train_config
+
+    work = tmp_path / "train"
+    pristine = work / "pristine"
+    pristine.mkdir(parents=True)
+    _prepare("train", pristine, work)
+    code = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[2]);"
+        "from dataclasses import replace; from tests.fault_harness import _train_config;"
+        "from magnb.train import train;"
+        "train(replace(_train_config(Path(sys.argv[1])), epochs=3), progress=False)"
+    )
+
+    def run(data: Path, env: dict) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", code, str(data), str(REPO_ROOT)],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    reference = work / "reference"
+    shutil.copytree(pristine, reference)
+    log = work / "points.log"
+    assert run(reference, {"MAGNB_FAULT_LOG": str(log)}).returncode == 0
+    points = [line.split("\t") for line in log.read_text().splitlines()]
+    # the point after epoch 1's random state is saved comes after Keras' backup of epoch 1
+    rng_saved = [int(k) for k, kind, path in points if kind == "rename" and "epoch-1.npz" in path]
+    assert len(rng_saved) == 1, points
+    kill_at = rng_saved[0] + 1
+    data = work / "data"
+    shutil.copytree(pristine, data)
+    assert run(data, {"MAGNB_FAULT": f"kill@{kill_at}"}).returncode == -9
+    done = run(data, {})
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dir = data / "runs" / replace(_train_config(data), epochs=3).run_id
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed_from_epoch"] == 2 and metrics["epochs_trained"] == 3
+    assert diff(fingerprint(reference), fingerprint(data)) == []

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from magnb.config import TrainConfig, from_mapping, load_train_config
+from magnb.dataset import replace_table
 from magnb.errors import MagnbError
 from magnb.train import list_runs, preflight, train
 from tests.conftest import REPO_ROOT, build_demo_data
@@ -75,7 +76,7 @@ def test_one_class_and_nan_data_fail_before_training(demo_dataset, tmp_path):
 
     table = pd.read_parquet(table_path)
     table.loc[table["split"] == "train", "order"] = "FM"
-    table.to_parquet(table_path, index=False)
+    replace_table(data, table)
     with pytest.raises(MagnbError, match="one class only"):
         preflight(small(data, tmp_path / "runs"))
     shutil.copyfile(demo_dataset / "table.parquet", table_path)
