@@ -183,7 +183,7 @@ def test_job_scripts_have_what_a_cluster_needs():
     assert gres["train.sbatch"][1] == "1" and gres["train_2gpu_supercell.sbatch"][1] == "2"
     # papermill names its kernel and the working directory explicitly
     common = (SLURM / "_common.sh").read_text() + (SLURM / "train_worker.sh").read_text()
-    calls = re.findall(r'papermill "\$MAGNB_ROOT[^\n]*\n[^\n]*', common)
+    calls = re.findall(r'papermill "\$MAGNB_NOTEBOOKS/04_train.ipynb[^\n]*\n[^\n]*', common)
     assert len(calls) == 2
     for call in calls:
         assert '-k "$MAGNB_KERNEL"' in call and '--cwd "$PWD"' in call, call
@@ -193,17 +193,44 @@ def test_job_scripts_have_what_a_cluster_needs():
 # magnb submit, sweeps, prepare (no cluster needed)
 
 
-def test_submit_dry_run_prints_the_sbatch_calls(tmp_path, monkeypatch, capsys):
+def _dry_run(monkeypatch, capsys, *args: str, cwd: Path = REPO_ROOT) -> tuple[int, str, str]:
+    """``magnb submit ARGS --dry-run`` in ``cwd``: status, the calls (after the line that says
+    where the job scripts come from, checked here), stderr."""
     from magnb.cli import main
 
+    monkeypatch.chdir(cwd)
+    code = main(["submit", *args, "--dry-run"])
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    if code == 0:
+        assert lines[0].startswith("# job scripts from "), out
+        lines = lines[1:]
+    return code, "\n".join(lines), err
+
+
+def copy_checkout(dest: Path) -> Path:
+    """A second magnb checkout, as far as jobs need one: slurm/ and notebooks/."""
+    for sub in ("slurm", "notebooks"):
+        shutil.copytree(REPO_ROOT / sub, dest / sub)
+    return dest
+
+
+def test_submit_dry_run_prints_the_sbatch_calls(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MAGNB_ROOT", raising=False)
+
     def submit(*args: str, cwd: Path = REPO_ROOT) -> tuple[int, str, str]:
-        monkeypatch.chdir(cwd)
-        code = main(["submit", *args, "--dry-run"])
-        out, err = capsys.readouterr()
-        return code, out.strip(), err
+        return _dry_run(monkeypatch, capsys, *args, cwd=cwd)
 
     cfg = write_yaml(tmp_path / "c.yaml", {"name": "x", "strategy": "multiworker"})
     train = write_yaml(tmp_path / "t.yaml", {"name": "t"})
+    # outside a checkout: the scripts installed with magnb (here the editable install's checkout),
+    # with the variables that point the jobs at them
+    exports = (
+        f"export MAGNB_NOTEBOOKS={REPO_ROOT / 'notebooks'}\nexport MAGNB_SLURM_DIR={SLURM}\n"
+        + (f"export MAGNB_VENV={sys.prefix}\n" if sys.prefix != sys.base_prefix else "")
+    )
+    for var in ("MAGNB_VENV", "MAGNB_CONDA_ENV"):
+        monkeypatch.delenv(var, raising=False)
     cases = {
         (str(train),): f"sbatch {SLURM}/train.sbatch {train}",
         (str(train), "--gpus", "2", "--time", "1:00:00"): (
@@ -216,9 +243,10 @@ def test_submit_dry_run_prints_the_sbatch_calls(tmp_path, monkeypatch, capsys):
             f"sbatch --nodes=3 --gres=gpu:4 --account=abc -q long "
             f"{SLURM}/train_multinode.sbatch {cfg}"
         ),
+        (str(cfg),): f"sbatch {SLURM}/train_multinode.sbatch {cfg}",  # its 2 nodes
     }
     for args, expected in cases.items():
-        assert submit(*args, cwd=tmp_path)[:2] == (0, expected)
+        assert submit(*args, cwd=tmp_path)[:2] == (0, exports + expected)
     # inside the checkout, the scripts are named as a user types them
     assert submit("configs/default.yaml")[:2] == (
         0,
@@ -243,6 +271,100 @@ def test_submit_dry_run_prints_the_sbatch_calls(tmp_path, monkeypatch, capsys):
     ):
         code, _, err = submit(*args)
         assert code == 2 and message in err, (args, err)
+
+
+def test_submit_picks_the_script_the_strategy_needs(tmp_path, monkeypatch, capsys):
+    """`strategy: mirrored` gets the 2-GPU script (2 GPUs, 32G, 12 h), not train.sbatch's one
+    GPU; a GPU count that leaves a strategy one device is said, not silently submitted."""
+    monkeypatch.delenv("MAGNB_ROOT", raising=False)
+
+    def submit(*args: str) -> tuple[int, str, str]:
+        return _dry_run(monkeypatch, capsys, *args)
+
+    assert submit("configs/supercell_2gpu.yaml") == (
+        0, "sbatch slurm/train_2gpu_supercell.sbatch configs/supercell_2gpu.yaml", "",
+    )  # fmt: skip
+    head = (SLURM / "train_2gpu_supercell.sbatch").read_text()
+    assert "--gres=gpu:2" in head and "--mem=32G" in head and "--time=12:00:00" in head
+    assert submit("configs/supercell_2gpu.yaml", "--gpus", "2")[:2] == (
+        0, "sbatch --gres=gpu:2 slurm/train_2gpu_supercell.sbatch configs/supercell_2gpu.yaml",
+    )  # fmt: skip
+    assert submit("configs/supercell_2gpu.yaml", "--gpus", "4")[:2] == (
+        0, "sbatch --gres=gpu:4 slurm/train.sbatch configs/supercell_2gpu.yaml",
+    )  # fmt: skip
+    code, out, err = submit("configs/supercell_2gpu.yaml", "--gpus", "1")
+    assert (code, out) == (0, "sbatch --gres=gpu:1 slurm/train.sbatch configs/supercell_2gpu.yaml")
+    assert "warning: configs/supercell_2gpu.yaml says `strategy: mirrored`" in err
+    assert "trains one replica" in err
+    # a sweep of mirrored points: sweep.sbatch gives each one GPU unless told otherwise
+    write_yaml(tmp_path / "s.yaml", {"base": str(REPO_ROOT / "configs/supercell_2gpu.yaml"),
+                                     "sweep": {"seed": [0, 1]}})  # fmt: skip
+    code, out, err = _dry_run(monkeypatch, capsys, str(tmp_path / "s.yaml"), cwd=tmp_path)
+    assert code == 0 and "trains one replica" in err
+    code, out, err = _dry_run(
+        monkeypatch, capsys, str(tmp_path / "s.yaml"), "--gpus", "2", cwd=tmp_path
+    )
+    assert code == 0 and err == "" and "--gres=gpu:2" in out
+    assert not submit("configs/default.yaml", "--gpus", "2")[2]  # auto: mirrored on 2 GPUs
+
+
+def test_submit_takes_the_job_scripts_of_the_checkout_it_runs_in(tmp_path, monkeypatch, capsys):
+    """Not those of the checkout the installed package lives in: MAGNB_ROOT, else the current
+    directory; a MAGNB_ROOT that is no checkout is an error naming it."""
+    other = copy_checkout(tmp_path / "other")
+    cfg = write_yaml(tmp_path / "t.yaml", {"name": "t"})
+    monkeypatch.delenv("MAGNB_ROOT", raising=False)
+    monkeypatch.chdir(other)
+    from magnb.cli import main
+
+    assert main(["submit", str(cfg), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out == (
+        f"# job scripts from the checkout {other} (the current directory)\n"
+        f"sbatch slurm/train.sbatch {cfg}\n"
+    )
+    monkeypatch.setenv("MAGNB_ROOT", str(other))
+    code, out, _ = _dry_run(monkeypatch, capsys, str(cfg), cwd=REPO_ROOT)
+    assert (code, out) == (0, f"sbatch {other}/slurm/train.sbatch {cfg}")
+    monkeypatch.setenv("MAGNB_ROOT", str(tmp_path))
+    code, _, err = _dry_run(monkeypatch, capsys, str(cfg))
+    assert code == 2 and f"{tmp_path}/slurm: MAGNB_ROOT names no magnb checkout" in err
+
+
+@pytest.mark.slow
+def test_a_wheel_carries_the_job_scripts(tmp_path):
+    """A non-editable install (the wheel, unpacked with pip --target) has slurm/ and the
+    notebooks as package data, and submit uses them outside a checkout."""
+    wheels = tmp_path / "wheels"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels),
+         str(REPO_ROOT)], capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    site = tmp_path / "site"
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
+         *map(str, wheels.glob("magnb-*.whl"))], capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = site / "magnb" / "_jobs"
+    for name in [p.name for p in SHELL_FILES if p.parent == SLURM]:
+        assert (jobs / "slurm" / name).read_bytes() == (SLURM / name).read_bytes(), name
+    assert (jobs / "notebooks" / "04_train.ipynb").is_file()
+    cfg = write_yaml(tmp_path / "t.yaml", {"name": "t"})
+    env = {"PYTHONPATH": str(site), "MAGNB_ROOT": ""}
+    done = magnb("submit", str(cfg), "--dry-run", cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (
+        f"# job scripts from the installed magnb package ({jobs / 'slurm'})"
+    )
+    assert f"export MAGNB_SLURM_DIR={jobs / 'slurm'}" in done.stdout
+    assert f"export MAGNB_NOTEBOOKS={jobs / 'notebooks'}" in done.stdout
+    assert done.stdout.splitlines()[-1] == f"sbatch {jobs / 'slurm' / 'train.sbatch'} {cfg}"
+    # without its package data the installed magnb says so
+    shutil.rmtree(jobs)
+    done = magnb("submit", str(cfg), "--dry-run", cwd=tmp_path, env=env)
+    assert done.returncode == 2 and "no job scripts" in done.stderr, done.stderr
 
 
 def test_sweep_expands_grid_and_config_lists(tmp_path, monkeypatch):
