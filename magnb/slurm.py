@@ -1,14 +1,18 @@
 """Running magnb on a Slurm cluster: what ``magnb submit`` hands to ``sbatch``, the helpers the job
 scripts in ``slurm/`` call, multi-worker TensorFlow under ``srun``, and ``magnb doctor``.
 
-- :func:`submit_commands` / :func:`submit`: the sbatch call(s) for a training config (one node,
-  ``--gpus N``, or ``--nodes M`` with ``train_multinode.sbatch``), a sweep file (a job array over
-  configs or a parameter grid) or a scrape config (a sharded job array and the merge as a job that
-  depends on it), so that routine runs need no hand-edited script.
+- :func:`submit_commands` / :func:`submit`: the sbatch call(s) for a training config (the script
+  its strategy needs: ``train.sbatch``, ``train_2gpu_supercell.sbatch`` for ``mirrored``,
+  ``train_multinode.sbatch`` for ``multiworker``), a sweep file (a job array over configs or a
+  parameter grid) or a scrape config (a sharded job array and the merge as a job that depends on
+  it), so that routine runs need no hand-edited script. :func:`find_job_scripts` says whose
+  scripts: the checkout of ``MAGNB_ROOT`` or of the working directory, else the package's copies.
 - ``python -m magnb.slurm prepare SPEC [--index I]``: called by the job scripts; checks the config,
   makes the run folder ``<runs_dir>/<run_id>`` (the id is the config's hash, so a requeued job
   finds the same folder and resumes), writes ``job.yaml`` there (every TrainConfig field, paths made
-  absolute: exactly what papermill is given) and prints the folder.
+  absolute: exactly what papermill is given; a sweep point also ``sweep.json``) and prints the
+  folder. ``python -m magnb.slurm leg RUN_DIR`` then says what the training step will do
+  (:func:`leg`: start, resume at epoch N, or leave a finished run and its notebook alone).
 - :func:`multiworker_strategy`: ``tf.distribute.MultiWorkerMirroredStrategy`` for a job step of
   several tasks. On nodes with GPUs the cluster spec comes from TensorFlow's
   ``SlurmClusterResolver``; on CPU-only nodes that resolver fails (it divides the node's GPUs
