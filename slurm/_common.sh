@@ -107,7 +107,7 @@ magnb_header() {
   echo "cpus        ${SLURM_CPUS_PER_TASK:-?} per task, ${SLURM_NTASKS:-1} task(s), ${SLURM_JOB_NUM_NODES:-1} node(s)"
   echo "gpus        CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-} (Slurm: ${SLURM_JOB_GPUS:-none})"
   echo "python      $MAGNB_PYTHON"
-  echo "magnb       $MAGNB_ROOT"
+  echo "magnb       $MAGNB_ROOT (job scripts $MAGNB_SLURM_DIR, notebooks $MAGNB_NOTEBOOKS)"
   echo "working dir $PWD"
 }
 
