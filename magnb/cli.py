@@ -198,8 +198,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from magnb.slurm import shell_text, submit, submit_commands
+    from magnb.slurm import find_job_scripts, shell_text, submit, submit_commands
 
+    scripts = find_job_scripts()
     commands = submit_commands(
         args.config,
         gpus=args.gpus,
@@ -211,11 +212,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
         shards=args.shards,
         out=args.out,
         sbatch_args=shlex.split(args.sbatch),
+        scripts=scripts,
     )
+    print(f"# job scripts from {scripts.source}")
     if args.dry_run:
-        print(shell_text(commands))
+        print(shell_text(commands, scripts.env))
     else:
-        submit(commands)
+        submit(commands, env=scripts.env)
     return 0
 
 
@@ -230,9 +233,12 @@ def _add_slurm_commands(sub: argparse._SubParsersAction) -> None:
         "submit",
         help="submit a training config, sweep or sharded scrape to Slurm",
         description="Compose the sbatch call(s) for CONFIG and run them (--dry-run: print them). "
-        "A training config runs slurm/train.sbatch (--nodes > 1: train_multinode.sbatch), a "
-        "sweep file (sweep: or configs:) slurm/sweep.sbatch as a job array, a scrape config "
-        "(with --data and --shards) slurm/scrape_array.sbatch and the merge after it.",
+        "A training config runs slurm/train.sbatch, or train_2gpu_supercell.sbatch for "
+        "`strategy: mirrored` (2 GPUs), or train_multinode.sbatch for `strategy: multiworker` "
+        "(--nodes M); a sweep file (sweep: or configs:) slurm/sweep.sbatch as a job array; a "
+        "scrape config (with --data and --shards) slurm/scrape_array.sbatch and the merge after "
+        "it. The scripts come from the checkout named by MAGNB_ROOT, else the current directory "
+        "if it is a checkout, else the copies installed with magnb; the first line says which.",
     )
     p.add_argument("config", help="training config, sweep file or scrape config (YAML)")
     p.add_argument("--gpus", type=int, help="GPUs per node (--gres=gpu:N; 0: none)")

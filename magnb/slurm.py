@@ -1,14 +1,18 @@
 """Running magnb on a Slurm cluster: what ``magnb submit`` hands to ``sbatch``, the helpers the job
 scripts in ``slurm/`` call, multi-worker TensorFlow under ``srun``, and ``magnb doctor``.
 
-- :func:`submit_commands` / :func:`submit`: the sbatch call(s) for a training config (one node,
-  ``--gpus N``, or ``--nodes M`` with ``train_multinode.sbatch``), a sweep file (a job array over
-  configs or a parameter grid) or a scrape config (a sharded job array and the merge as a job that
-  depends on it), so that routine runs need no hand-edited script.
+- :func:`submit_commands` / :func:`submit`: the sbatch call(s) for a training config (the script
+  its strategy needs: ``train.sbatch``, ``train_2gpu_supercell.sbatch`` for ``mirrored``,
+  ``train_multinode.sbatch`` for ``multiworker``), a sweep file (a job array over configs or a
+  parameter grid) or a scrape config (a sharded job array and the merge as a job that depends on
+  it), so that routine runs need no hand-edited script. :func:`find_job_scripts` says whose
+  scripts: the checkout of ``MAGNB_ROOT`` or of the working directory, else the package's copies.
 - ``python -m magnb.slurm prepare SPEC [--index I]``: called by the job scripts; checks the config,
   makes the run folder ``<runs_dir>/<run_id>`` (the id is the config's hash, so a requeued job
   finds the same folder and resumes), writes ``job.yaml`` there (every TrainConfig field, paths made
-  absolute: exactly what papermill is given) and prints the folder.
+  absolute: exactly what papermill is given; a sweep point also ``sweep.json``) and prints the
+  folder. ``python -m magnb.slurm leg RUN_DIR`` then says what the training step will do
+  (:func:`leg`: start, resume at epoch N, or leave a finished run and its notebook alone).
 - :func:`multiworker_strategy`: ``tf.distribute.MultiWorkerMirroredStrategy`` for a job step of
   several tasks. On nodes with GPUs the cluster spec comes from TensorFlow's
   ``SlurmClusterResolver``; on CPU-only nodes that resolver fails (it divides the node's GPUs
@@ -32,15 +36,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from magnb.config import TrainConfig, from_mapping, load_train_config, load_yaml, to_mapping
 from magnb.errors import MagnbError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SLURM_DIR = REPO_ROOT / "slurm"
 SCRIPTS = {
     "train": "train.sbatch",
     "supercell": "train_2gpu_supercell.sbatch",
@@ -54,6 +56,8 @@ SCRIPTS = {
 #: the default spreads jobs over 20000-39999 by job id so that jobs sharing a node do not collide
 PORT_ENV = "MAGNB_TF_PORT"
 SWEEP_KEYS = {"base", "set", "sweep", "configs", "name"}
+#: a sweep point's run folder holds this record of its sweep (written by :func:`prepare`)
+SWEEP_RECORD = "sweep.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,7 +164,55 @@ def prepare(spec: str | Path, index: int | None = None, strategy: str | None = N
     with atomic_write(run_dir / "job.yaml", "w") as fh:
         fh.write(f"# the parameters papermill was given for {spec} (written by magnb.slurm)\n")
         yaml.safe_dump(settings, fh, sort_keys=False)
+    if index is not None:  # which sweep and point this run is, for magnb runs
+        point = {
+            "sweep": load_yaml(spec).get("name") or spec.stem,
+            "file": str(spec.resolve()),
+            "point": index,
+            "points": len(configs),
+        }
+        with atomic_write(run_dir / SWEEP_RECORD, "w") as fh:
+            json.dump(point, fh, indent=2)
     return run_dir
+
+
+def leg(run_dir: str | Path) -> tuple[str, str]:
+    """What a job's training step will do in ``run_dir`` (prepared, with ``job.yaml``): the
+    state and one line for the log.
+
+    ``finished`` (metrics.json, no ``force``: the job leaves the run and its executed notebook as
+    they are), ``retrain`` (finished, ``force: true``), ``resume`` (epochs in history.csv: the
+    training resumes from its backup after them, as :func:`magnb.train.train` counts them) or
+    ``start``. A run trained on another build of the dataset is a MagnbError, as in ``train``.
+    """
+    from magnb.train import read_history, trained_on_other_data
+
+    run_dir = Path(run_dir)
+    config = load_train_config(run_dir / "job.yaml")
+    other = trained_on_other_data(config)
+    if other and not config.force:
+        raise MagnbError(
+            f"{other}; train it again from the start with force: true or give this dataset its "
+            "own runs_dir",
+            run_dir,
+        )
+    done = len(read_history(run_dir))
+    if (run_dir / "metrics.json").is_file():
+        if config.force:
+            return (
+                "retrain",
+                f"force: true: retraining the finished run {run_dir.name} from epoch 1",
+            )
+        return "finished", (
+            f"{run_dir.name} finished earlier ({done} epochs, metrics.json): not retrained; its "
+            "executed 04_train.ipynb is kept as it is (force: true in the config retrains)"
+        )
+    if done:
+        return "resume", (
+            f"resuming at epoch {done + 1} of {config.epochs}: {done} finished earlier "
+            f"(history.csv in {run_dir})"
+        )
+    return "start", f"starting at epoch 1 of {config.epochs}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,13 +237,70 @@ def _config_kind(path: Path, data: str | None) -> str:
     return "train"
 
 
-def _script(name: str) -> str:
-    """A job script's path as the user would type it: relative when under the working dir."""
-    path = SLURM_DIR / SCRIPTS[name]
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
+@dataclass(frozen=True)
+class JobScripts:
+    """The job scripts ``magnb submit`` hands to sbatch: their folder, where it was found (said
+    to the user) and the variables the jobs need to find ``_common.sh`` and the notebook."""
+
+    slurm_dir: Path
+    source: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    def path(self, name: str) -> str:
+        """A job script's path as the user would type it: relative when under the working dir."""
+        path = self.slurm_dir / SCRIPTS[name]
+        try:
+            return str(path.relative_to(Path.cwd()))
+        except ValueError:
+            return str(path)
+
+
+def _has_scripts(slurm_dir: Path) -> bool:
+    return all((slurm_dir / name).is_file() for name in ("_common.sh", *SCRIPTS.values()))
+
+
+def _packaged(what: str) -> Path:
+    """The copy of slurm/ or notebooks/ installed with magnb: a wheel's ``magnb/_jobs/<what>``,
+    or, for an editable install (which has none), the folder of the checkout it lives in."""
+    wheel = Path(__file__).resolve().parent / "_jobs" / what
+    return wheel if wheel.is_dir() else Path(__file__).resolve().parents[1] / what
+
+
+def find_job_scripts(environ: dict[str, str] | None = None) -> JobScripts:
+    """The job scripts of the checkout named by ``MAGNB_ROOT``, else of the current directory
+    (when it is a magnb checkout), else the copies installed with the package.
+
+    Jobs read ``_common.sh`` and ``notebooks/04_train.ipynb`` from the same place: from a checkout
+    through ``MAGNB_ROOT`` (which the scripts default to the submit directory), from the package
+    through ``MAGNB_SLURM_DIR`` and ``MAGNB_NOTEBOOKS`` (set here, in :attr:`JobScripts.env`, with
+    ``MAGNB_VENV`` the running virtualenv unless an environment is named already). Raises
+    MagnbError when ``MAGNB_ROOT`` is not a checkout or the installed package has no scripts.
+    """
+    env = os.environ if environ is None else environ
+    if env.get("MAGNB_ROOT"):
+        root = Path(env["MAGNB_ROOT"]).expanduser().resolve()
+        if not _has_scripts(root / "slurm"):
+            raise MagnbError(
+                "MAGNB_ROOT names no magnb checkout (no job scripts in its slurm/ folder); point "
+                "it at the checkout, or unset it to use the job scripts installed with magnb",
+                root / "slurm",
+            )
+        return JobScripts(root / "slurm", f"the checkout {root} (MAGNB_ROOT)")
+    cwd = Path.cwd()
+    if _has_scripts(cwd / "slurm"):
+        return JobScripts(cwd / "slurm", f"the checkout {cwd} (the current directory)")
+    slurm_dir, notebooks = _packaged("slurm"), _packaged("notebooks")  # see pyproject.toml
+    if not _has_scripts(slurm_dir) or not (notebooks / "04_train.ipynb").is_file():
+        raise MagnbError(
+            "no job scripts: the current directory is not a magnb checkout, MAGNB_ROOT is not "
+            "set, and the installed magnb carries no copy of slurm/ and notebooks/ (reinstall "
+            "it, or run magnb submit in a checkout)",
+            slurm_dir,
+        )
+    job_env = {"MAGNB_SLURM_DIR": str(slurm_dir), "MAGNB_NOTEBOOKS": str(notebooks)}
+    if not (env.get("MAGNB_VENV") or env.get("MAGNB_CONDA_ENV")) and sys.prefix != sys.base_prefix:
+        job_env["MAGNB_VENV"] = sys.prefix  # the environment this magnb runs in
+    return JobScripts(slurm_dir, f"the installed magnb package ({slurm_dir})", job_env)
 
 
 def _array(spec: str | None, n: int) -> str:
@@ -214,14 +323,22 @@ def submit_commands(
     shards: int | None = None,
     out: str | None = None,
     sbatch_args: Sequence[str] = (),
+    scripts: JobScripts | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> list[list[str]]:
     """The sbatch call(s) for ``config``; a second call (the merge of a sharded scrape) carries
     ``--dependency=afterok:{jobid}``, to be filled with the first call's job id.
 
     The kind of job follows from the file: a sweep (``sweep:`` or ``configs:``), a scrape config
-    (ScrapeConfig keys; needs ``data``), or a training config. Configs are checked here, so a typo
-    fails before anything is queued.
+    (ScrapeConfig keys; needs ``data``), or a training config. A training config's script follows
+    from what it asks for: ``strategy: mirrored`` -> ``train_2gpu_supercell.sbatch`` (2 GPUs;
+    with another ``gpus``, ``train.sbatch`` with that many), ``strategy: multiworker`` or
+    ``nodes`` > 1 -> ``train_multinode.sbatch``, else ``train.sbatch``. Configs are checked here,
+    so a typo fails before anything is queued; a GPU count that leaves a strategy one device is
+    reported through ``warn`` (default: stderr). ``scripts``: default :func:`find_job_scripts`.
     """
+    scripts = scripts or find_job_scripts()
+    warn = warn or (lambda text: print(f"magnb submit: warning: {text}", file=sys.stderr))
     path = Path(config)
     kind = _config_kind(path, data)
     common: list[str] = []
@@ -251,17 +368,21 @@ def submit_commands(
         if nodes not in (None, 1):
             raise MagnbError("--nodes applies to training; scrape shards are array tasks")
         args = [str(data), str(path), str(shards)] + ([out] if out else [])
-        first = ["sbatch", f"--array={_array(array, shards)}", *common, *extra, _script("scrape")]
-        merge = ["sbatch", "--dependency=afterok:{jobid}", *common, *extra, _script("merge")]
-        return [first + args, merge + [str(data), str(shards)] + ([out] if out else [])]
+        first = ["sbatch", f"--array={_array(array, shards)}", *common, *extra]
+        merge = ["sbatch", "--dependency=afterok:{jobid}", *common, *extra]
+        return [
+            [*first, scripts.path("scrape"), *args],
+            [*merge, scripts.path("merge"), str(data), str(shards)] + ([out] if out else []),
+        ]
 
     if kind == "sweep":
         configs = expand_sweep(path)
         if nodes not in (None, 1):
             raise MagnbError("sweep points run on one node each; --nodes is for one training")
-        _check_gpus(configs[0], gpus, path)
+        for strategy in sorted({c.strategy for c in configs}):
+            _check_gpus(strategy, 1 if gpus is None else gpus, path, warn, "sweep.sbatch")
         cmd = ["sbatch", f"--array={_array(array, len(configs))}", *common, *extra]
-        return [cmd + [_script("sweep"), str(path)]]
+        return [cmd + [scripts.path("sweep"), str(path)]]
 
     if array:
         raise MagnbError(
@@ -269,47 +390,70 @@ def submit_commands(
             "a training config is one run"
         )
     train = load_train_config(path)
-    if nodes is not None and nodes > 1:
+    if (nodes is not None and nodes > 1) or train.strategy == "multiworker":
         if train.strategy != "multiworker":
             raise MagnbError(
                 f"--nodes {nodes} trains with MultiWorkerMirroredStrategy: set "
                 f"`strategy: multiworker` in the config (it says {train.strategy!r})",
                 path,
             )
-        cmd = ["sbatch", f"--nodes={nodes}", *common, *extra, _script("multinode"), str(path)]
-        return [cmd]
-    _check_gpus(train, gpus, path)
-    return [["sbatch", *common, *extra, _script("train"), str(path)]]
+        node_opts = [f"--nodes={nodes}"] if nodes is not None else []
+        return [["sbatch", *node_opts, *common, *extra, scripts.path("multinode"), str(path)]]
+    if train.strategy == "mirrored" and gpus in (None, 2):
+        return [["sbatch", *common, *extra, scripts.path("supercell"), str(path)]]
+    _check_gpus(train.strategy, 1 if gpus is None else gpus, path, warn, "train.sbatch")
+    return [["sbatch", *common, *extra, scripts.path("train"), str(path)]]
 
 
-def _check_gpus(config: TrainConfig, gpus: int | None, path: Path) -> None:
-    if gpus is not None and gpus > 1 and config.strategy in ("default", "multiworker"):
+def _check_gpus(
+    strategy: str, gpus: int, path: Path, warn: Callable[[str], None], script: str
+) -> None:
+    """An error for GPUs a strategy cannot use, a warning for a strategy left one device."""
+    if gpus > 1 and strategy == "default":
         raise MagnbError(
-            f"--gpus {gpus} with `strategy: {config.strategy}` would train on one device; use "
+            f"--gpus {gpus} with `strategy: default` would train on one device; use "
             "`strategy: mirrored` (or auto)",
             path,
         )
+    if strategy == "mirrored" and gpus < 2:
+        warn(
+            f"{path} says `strategy: mirrored` but {script} gets {gpus} GPU(s) per run: "
+            + (
+                "it trains one replica; give --gpus 2 (or more)"
+                if gpus == 1
+                else "with no GPU it splits the CPU into logical devices (slow)"
+            )
+        )
 
 
-def shell_text(commands: list[list[str]]) -> str:
-    """The calls as a shell snippet a user can paste (the dependent call reads ``$jobid``)."""
+def shell_text(commands: list[list[str]], env: dict[str, str] | None = None) -> str:
+    """The calls as a shell snippet a user can paste (the dependent call reads ``$jobid``),
+    after ``export`` lines for the variables the jobs need (:attr:`JobScripts.env`)."""
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in sorted((env or {}).items())]
     if len(commands) == 1:
-        return shlex.join(commands[0])
+        return "\n".join([*lines, shlex.join(commands[0])])
     first = shlex.join([commands[0][0], "--parsable", *commands[0][1:]])
     dep = "--dependency=afterok:{jobid}"
     second = shlex.join(commands[1]).replace(shlex.quote(dep), dep.replace("{jobid}", '"$jobid"'))
-    return f"jobid=$({first})\n{second}"
+    return "\n".join([*lines, f"jobid=$({first})", second])
 
 
-def submit(commands: list[list[str]], out: Callable[[str], None] = print) -> list[str]:
-    """Run the sbatch calls; returns the job ids."""
+def submit(
+    commands: list[list[str]],
+    out: Callable[[str], None] = print,
+    env: dict[str, str] | None = None,
+) -> list[str]:
+    """Run the sbatch calls (with ``env`` added to the environment the jobs get); returns the
+    job ids."""
     if shutil.which("sbatch") is None:
         raise MagnbError("sbatch not found: run this on a Slurm login node (or use --dry-run)")
     ids: list[str] = []
     for cmd in commands:
         cmd = [c.replace("{jobid}", ids[-1]) if ids else c for c in cmd]
         run = [cmd[0], "--parsable", *cmd[1:]]
-        done = subprocess.run(run, capture_output=True, text=True)
+        done = subprocess.run(
+            run, capture_output=True, text=True, env={**os.environ, **(env or {})}
+        )
         if done.returncode != 0:
             raise MagnbError(f"{shlex.join(run)} failed: {done.stderr.strip() or done.stdout}")
         job = done.stdout.strip().split(";")[0]
@@ -642,7 +786,7 @@ def doctor(steps: int = 5, require_gpu: bool = False, out: Callable[[str], None]
     if job:
         out(
             f"  slurm       job {job} on {os.environ.get('SLURMD_NODENAME', platform.node())}, "
-            f"GPUs allocated: {_slurm_gpus() or 'none'}"
+            + (f"GPU ids: {_slurm_gpus()}" if _slurm_gpus() else "no GPU")
         )
     else:
         out("  slurm       not in a Slurm job")
@@ -669,7 +813,7 @@ def doctor(steps: int = 5, require_gpu: bool = False, out: Callable[[str], None]
         )
     allocated = _slurm_gpus()
     if n_gpu == 0 and (allocated or require_gpu):
-        why = f"Slurm allocated GPU(s) {allocated}" if allocated else "--require-gpu was given"
+        why = f"Slurm allocated GPU ids {allocated}" if allocated else "--require-gpu was given"
         out(
             f"ERROR: {why} but {backend} sees no GPU: install the GPU build (pip install "
             "'magnb[gpu]', or jax[cuda12] with KERAS_BACKEND=jax), load the CUDA modules, "
@@ -691,6 +835,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("spec", help="training config, or sweep file with --index")
     p.add_argument("--index", type=int, help="the point of a sweep (SLURM_ARRAY_TASK_ID)")
     p.add_argument("--strategy", help="the strategy the calling script needs")
+    p = sub.add_parser("leg", help="what this job's training does in a prepared run folder")
+    p.add_argument("run_dir")
     p = sub.add_parser("sweep-size", help="number of configs in a sweep file")
     p.add_argument("spec")
     sub.add_parser("tf-config", help="TF_CONFIG for this task of a Slurm step")
@@ -698,6 +844,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "prepare":
             print(prepare(args.spec, args.index, args.strategy))
+        elif args.command == "leg":
+            print(" ".join(leg(args.run_dir)))
         elif args.command == "sweep-size":
             print(len(expand_sweep(args.spec)))
         else:

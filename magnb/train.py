@@ -486,20 +486,37 @@ def _train(config: TrainConfig, progress: bool) -> RunResult:
 
 
 def list_runs(runs_dir: str | Path) -> pd.DataFrame:
-    """One row per finished run: its config fields and the test metrics of model and baselines."""
+    """One row per finished run: what the model is, its config fields and the test metrics of
+    model and baselines.
+
+    The model's columns (``layers``, ``filters``, ``kernel_size``, ``pool``, ``dense``) describe
+    the network that was trained, read from the saved ``model.keras`` (its layer list, without
+    loading weights), so that ``seed_base`` shows its 3 filters of 40^3 rather than the config's
+    unused defaults. A run of a sweep carries the sweep's name and its point index (from the
+    ``sweep.json`` that ``magnb.slurm.prepare`` writes). Rows are sorted as a person reads them:
+    runs outside sweeps by the time they finished, then each sweep (by name) point by point.
+    """
     import yaml
 
     runs_dir = Path(runs_dir)
     rows = []
-    for metrics_path in sorted(runs_dir.glob("*/metrics.json")):
+    for metrics_path in runs_dir.glob("*/metrics.json"):
         run_dir = metrics_path.parent
         m = json.loads(metrics_path.read_text())
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        row: dict[str, Any] = {"run_id": run_dir.name, "finished": _mtime(metrics_path)}
-        for key in ("label", "model", "filters", "kernel_size", "pool", "learning_rate",
-                    "batch_size", "epochs", "seed", "strategy"):  # fmt: skip
-            value = cfg.get(key)
-            row[key] = json.dumps(value) if isinstance(value, list) else value
+        sweep_path = run_dir / "sweep.json"
+        point = json.loads(sweep_path.read_text()) if sweep_path.is_file() else {}
+        row: dict[str, Any] = {
+            "sweep": point.get("sweep"),
+            "point": point.get("point"),
+            "run_id": run_dir.name,
+            "finished": _mtime(metrics_path),
+            "label": cfg.get("label"),
+            "model": cfg.get("model"),
+            **model_layers(run_dir, cfg),
+        }
+        for key in ("learning_rate", "batch_size", "epochs", "seed", "strategy"):
+            row[key] = cfg.get(key)
         row["epochs_trained"] = m.get("epochs_trained")
         row["replicas"] = m.get("replicas")
         main = "balanced_accuracy" if m.get("task") == "classification" else "mae"
@@ -507,7 +524,93 @@ def list_runs(runs_dir: str | Path) -> pd.DataFrame:
             if isinstance(values, dict) and main in values:
                 row[f"{method}_{main}"] = values[main]
         rows.append(row)
-    return pd.DataFrame(rows)
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows)
+    in_sweep = table["sweep"].notna()
+    table["_group"] = in_sweep.astype(int)
+    table["_sweep"] = table["sweep"].fillna("")
+    table["_point"] = table["point"].fillna(-1)
+    table = table.sort_values(["_group", "_sweep", "_point", "finished", "run_id"])
+    table = table.drop(columns=["_group", "_sweep", "_point"]).reset_index(drop=True)
+    if not in_sweep.any():
+        table = table.drop(columns=["sweep", "point"])
+    else:
+        table["point"] = table["point"].astype("Int64")
+    return table
+
+
+def model_layers(run_dir: Path, config: dict[str, Any]) -> dict[str, str]:
+    """The trained network of a run, from the layer list in its ``model.keras`` (a zip whose
+    ``config.json`` Keras writes; read without Keras) or, without one, from
+    :func:`magnb.model.build_model` for the run's config: ``layers`` (e.g. ``conv 3x40^3,
+    pool 2, flatten, dense 2``) and the conv blocks' ``filters``, ``kernel_size``, ``pool`` and
+    the hidden ``dense`` widths as JSON lists."""
+    import zipfile
+
+    path = run_dir / "model.keras"
+    layers: list[dict[str, Any]] = []
+    try:
+        with zipfile.ZipFile(path) as archive:
+            layers = json.loads(archive.read("config.json"))["config"]["layers"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        layers = []
+    if not layers:  # no saved model to read: the layers the builder makes for this config
+        from magnb.config import from_mapping
+        from magnb.dataset import LABEL_CLASSES
+        from magnb.model import _blocks, build_model, is_classification
+
+        names = set(TrainConfig.__dataclass_fields__)
+        train_config = from_mapping(
+            TrainConfig, {k: v for k, v in config.items() if k in names}, str(path)
+        )
+        blocks = _blocks(train_config)
+        grid = max(kernel for _, kernel, _ in blocks)  # a grid every block fits
+        for _, _, pool in blocks:
+            grid *= pool
+        label = train_config.label
+        classes = len(LABEL_CLASSES[label]) if is_classification(label) else 1
+        channels = len(train_config.channels or ()) or 2
+        model = build_model(train_config, (grid, grid, grid, channels), classes)
+        layers = json.loads(model.to_json())["config"]["layers"]
+    parts: list[str] = []
+    filters: list[int] = []
+    kernels: list[int | list[int]] = []
+    pools: list[int | list[int]] = []
+    dense: list[int] = []
+    dense_layers = [layer for layer in layers if layer["class_name"] == "Dense"]
+    for layer in layers:
+        kind, c = layer["class_name"], layer["config"]
+        if kind in ("PeriodicConv3D", "Conv3D"):
+            k = c["kernel_size"]
+            k = k[0] if len(set(k)) == 1 else k
+            filters.append(c["filters"])
+            kernels.append(k)
+            pools.append(1)
+            parts.append(f"conv {c['filters']}x{k}^3" if isinstance(k, int) else f"conv {k}")
+        elif kind == "MaxPooling3D":
+            p = c["pool_size"]
+            p = p[0] if len(set(p)) == 1 else p
+            if pools:
+                pools[-1] = p
+            parts.append(f"pool {p}")
+        elif kind == "Flatten":
+            parts.append("flatten")
+        elif kind == "GlobalAveragePooling3D":
+            parts.append("global average")
+        elif kind == "Dropout":
+            parts.append(f"dropout {c['rate']}")
+        elif kind == "Dense":
+            if layer is not dense_layers[-1]:
+                dense.append(c["units"])
+            parts.append(f"dense {c['units']}")
+    return {
+        "layers": ", ".join(parts),
+        "filters": json.dumps(filters),
+        "kernel_size": json.dumps(kernels),
+        "pool": json.dumps(pools),
+        "dense": json.dumps(dense),
+    }
 
 
 def _mtime(path: Path) -> str:

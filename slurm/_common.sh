@@ -8,6 +8,18 @@
 #   magnb_run CMD...          run CMD with preemption handling (see below), return its status
 #   magnb_train_notebook DIR  papermill notebooks/04_train.ipynb for the run folder DIR
 #   magnb_train_job CONFIG [--index I]   all of a one-node training job (train, 2-GPU, sweep)
+#   magnb_job_tag             this job's id as its Slurm output names it: 42, or 41_3 in an array
+#
+# A run folder's record is append-only: every leg of a requeued job appends to the job's log
+# slurm-<tag>.log there (each leg's header says which restart it is and where it resumes), and a
+# resubmitted finished run is not run again, so the executed notebook that trained it stays.
+#
+# Quiet jobs (magnb_quiet_kernel): TensorFlow's C++ INFO/WARNING lines are off
+# (TF_CPP_MIN_LOG_LEVEL=2); the kernel runs with an IPython profile of its own (IPYTHONDIR, a
+# temporary folder) that keeps C-level output out of the notebook, so that it reaches the log
+# once and not again through papermill's --log-output, drops the kernel's own warnings ("running
+# over TCP without encryption") and tensorflow's Python INFO lines (in a kernel TensorFlow logs at
+# INFO: MirroredStrategy's "Reduce to ..." for every traced step). MAGNB_VERBOSE=1 keeps it all.
 #
 # Preemption and time limits. The scripts ask for --requeue and --signal=B:USR1@120:
 # - USR1 (120 s before the time limit, to the batch shell only): the training is stopped (TERM)
@@ -53,7 +65,10 @@ magnb_env() {
   MAGNB_PYTHON=$(command -v python) || magnb_die "no python after activating the environment"
   "$MAGNB_PYTHON" -c "import magnb" 2>/dev/null ||
     magnb_die "$MAGNB_PYTHON cannot import magnb: install it into the env (pip install -e $MAGNB_ROOT)"
-  export MAGNB_ROOT MAGNB_KERNEL MAGNB_PYTHON
+  : "${MAGNB_SLURM_DIR:=$MAGNB_ROOT/slurm}" "${MAGNB_NOTEBOOKS:=$MAGNB_ROOT/notebooks}"
+  [[ -f $MAGNB_NOTEBOOKS/04_train.ipynb ]] || magnb_die "no $MAGNB_NOTEBOOKS/04_train.ipynb" \
+    "(set MAGNB_ROOT to the magnb checkout, or submit with magnb submit)"
+  export MAGNB_ROOT MAGNB_SLURM_DIR MAGNB_NOTEBOOKS MAGNB_KERNEL MAGNB_PYTHON
   export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 }
 
@@ -73,13 +88,26 @@ print(f"kernel      {name} -> {argv0}")
 EOF
 }
 
+magnb_job_tag() {
+  if [[ -n ${SLURM_ARRAY_JOB_ID:-} && -n ${SLURM_ARRAY_TASK_ID:-} ]]; then
+    echo "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+  else
+    echo "${SLURM_JOB_ID:-local}"
+  fi
+}
+
 magnb_header() {
-  echo "magnb job   ${SLURM_JOB_ID:-no Slurm job} (${SLURM_JOB_NAME:-}) on $(hostname), $(date -Is)"
-  echo "restarts    ${SLURM_RESTART_COUNT:-0}"
+  local array=""
+  if [[ -n ${SLURM_ARRAY_JOB_ID:-} && -n ${SLURM_ARRAY_TASK_ID:-} ]]; then
+    array=", array job ${SLURM_ARRAY_JOB_ID} task ${SLURM_ARRAY_TASK_ID}"
+  fi
+  echo "magnb job   ${SLURM_JOB_ID:-no Slurm job}${array} (${SLURM_JOB_NAME:-}) on $(hostname)," \
+    "$(date -Is)"
+  echo "restarts    ${SLURM_RESTART_COUNT:-0} (leg $((${SLURM_RESTART_COUNT:-0} + 1)) of this job)"
   echo "cpus        ${SLURM_CPUS_PER_TASK:-?} per task, ${SLURM_NTASKS:-1} task(s), ${SLURM_JOB_NUM_NODES:-1} node(s)"
   echo "gpus        CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-} (Slurm: ${SLURM_JOB_GPUS:-none})"
   echo "python      $MAGNB_PYTHON"
-  echo "magnb       $MAGNB_ROOT"
+  echo "magnb       $MAGNB_ROOT (job scripts $MAGNB_SLURM_DIR, notebooks $MAGNB_NOTEBOOKS)"
   echo "working dir $PWD"
 }
 
@@ -88,13 +116,41 @@ magnb_log_into() {
   # tee ignores TERM so that the last lines of a stopped job still reach the log
   exec > >(trap '' TERM INT && exec tee -a "$1") 2>&1
   _magnb_tee=$!
-  trap _magnb_flush_log EXIT
+  trap _magnb_exit EXIT
 }
 
-_magnb_flush_log() {
-  # Slurm ends every process of the job once this script exits: let tee write the last lines first
-  exec >&- 2>&-
-  wait "$_magnb_tee" 2>/dev/null || true
+_magnb_tee=""
+_magnb_quiet_dir=""
+
+_magnb_exit() {
+  if [[ -n $_magnb_quiet_dir ]]; then rm -rf "$_magnb_quiet_dir"; fi
+  if [[ -n $_magnb_tee ]]; then
+    # Slurm ends every process of the job once this script exits: let tee write the last lines
+    exec >&- 2>&-
+    wait "$_magnb_tee" 2>/dev/null || true
+  fi
+}
+
+magnb_quiet_kernel() {
+  # see "Quiet jobs" at the top; MAGNB_VERBOSE=1 leaves the kernel as it is
+  [[ ${MAGNB_VERBOSE:-0} == 1 ]] && return 0
+  _magnb_quiet_dir=$(mktemp -d "${TMPDIR:-/tmp}/magnb-ipython.XXXXXX")
+  mkdir -p "$_magnb_quiet_dir/profile_default/startup"
+  cat >"$_magnb_quiet_dir/profile_default/ipython_kernel_config.py" <<'EOF'
+# written by magnb's job scripts (slurm/_common.sh): a quiet kernel for batch notebooks
+c = get_config()  # noqa: F821
+c.IPKernelApp.capture_fd_output = False  # C-level lines: once, in the job log
+c.IPKernelApp.log_level = "ERROR"  # not "Kernel is running over TCP without encryption"
+c.HistoryManager.enabled = False
+EOF
+  cat >"$_magnb_quiet_dir/profile_default/startup/00-magnb-quiet.py" <<'EOF'
+import logging
+
+# TensorFlow sets its logger to INFO in a kernel; the filter outlives that
+logging.getLogger("tensorflow").addFilter(lambda record: record.levelno >= logging.WARNING)
+EOF
+  export IPYTHONDIR=$_magnb_quiet_dir
+  trap _magnb_exit EXIT
 }
 
 _magnb_child=""
@@ -149,7 +205,7 @@ magnb_run() {
 magnb_train_notebook() {
   local run_dir=$1
   shift
-  magnb_run papermill "$MAGNB_ROOT/notebooks/04_train.ipynb" "$run_dir/04_train.ipynb" \
+  magnb_run papermill "$MAGNB_NOTEBOOKS/04_train.ipynb" "$run_dir/04_train.ipynb" \
     -f "$run_dir/job.yaml" -k "$MAGNB_KERNEL" --cwd "$PWD" --log-output --no-progress-bar "$@"
 }
 
@@ -169,13 +225,20 @@ EOF
 magnb_train_job() {
   local config=$1
   shift
-  local run_dir
+  local run_dir leg
   run_dir=$("$MAGNB_PYTHON" -m magnb.slurm prepare "$config" "$@")
-  magnb_log_into "$run_dir/slurm-${SLURM_JOB_ID:-local}.log"
+  magnb_log_into "$run_dir/slurm-$(magnb_job_tag).log"
   magnb_header
   echo "config      $config $*"
   echo "run folder  $run_dir"
+  leg=$("$MAGNB_PYTHON" -m magnb.slurm leg "$run_dir") || exit 2
+  echo "magnb job: ${leg#* }"
+  if [[ $leg == finished* ]]; then
+    magnb_summary "$run_dir"
+    return 0
+  fi
   magnb_check_kernel
+  magnb_quiet_kernel
   local status=0
   magnb_train_notebook "$run_dir" || status=$?
   echo "magnb job: papermill exited with status $status at $(date -Is)"

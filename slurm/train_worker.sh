@@ -6,7 +6,10 @@
 set -euo pipefail
 run_dir=${1:?usage: srun bash slurm/train_worker.sh RUN_DIR}
 rank=${SLURM_PROCID:?not in a Slurm job step}
-: "${MAGNB_ROOT:?set by train_multinode.sbatch}" "${MAGNB_KERNEL:=magnb}"
+: "${MAGNB_NOTEBOOKS:?set by train_multinode.sbatch}" "${MAGNB_KERNEL:=magnb}"
+# shellcheck source=slurm/_common.sh
+source "${MAGNB_SLURM_DIR:?set by train_multinode.sbatch}/_common.sh"
+magnb_quiet_kernel # this worker's own kernel profile (the batch step's may be on another node)
 
 extra=()
 out_dir=$run_dir
@@ -17,6 +20,6 @@ if ((rank > 0)); then
 fi
 echo "magnb worker $rank of ${SLURM_STEP_NUM_TASKS:-$SLURM_NTASKS} on $(hostname)" \
   "(local task ${SLURM_LOCALID:-0}, CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-}): $out_dir"
-exec papermill "$MAGNB_ROOT/notebooks/04_train.ipynb" "$out_dir/04_train.ipynb" \
+papermill "$MAGNB_NOTEBOOKS/04_train.ipynb" "$out_dir/04_train.ipynb" \
   -f "$run_dir/job.yaml" "${extra[@]}" -k "$MAGNB_KERNEL" --cwd "$PWD" --log-output \
   --no-progress-bar

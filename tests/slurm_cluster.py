@@ -78,6 +78,9 @@ class SlurmCluster:
         for key in [k for k in env if k.startswith(("SLURM_", "SBATCH_", "SRUN_"))]:
             if key != "SLURM_CONF":
                 del env[key]
+        # jobs see what a user's shell would give them: ipykernel, for one, stops capturing
+        # C-level output into notebooks when it sees it runs under pytest
+        env.pop("PYTEST_CURRENT_TEST", None)
         return env
 
     def _write_config(self) -> None:
