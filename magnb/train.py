@@ -70,6 +70,7 @@ def dataset_info(dataset_dir: Path) -> dict[str, Any]:
             "shape": tuple(int(n) for n in f["samples"].shape[1:]),
             "n": int(f["samples"].shape[0]),
             "channels": tuple(json.loads(f.attrs["channels"])),
+            "periodic_axes": tuple(bool(p) for p in json.loads(f.attrs["periodic_axes"])),
             "threshold": float(settings.get("threshold", 4.0)),
             "input_hash": str(f.attrs["input_hash"]),
             "table_sha256": sha256_file(dataset_dir / "table.parquet"),
@@ -365,7 +366,7 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
 
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        model = build_model(config, info["shape"], n_classes)
+        model = build_model(config, info["shape"], n_classes, info["periodic_axes"])
         if classification:
             loss = keras.losses.SparseCategoricalCrossentropy()
             metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]

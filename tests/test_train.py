@@ -105,6 +105,11 @@ def test_train_writes_a_complete_run_and_the_model_reloads(demo_dataset, tmp_pat
     assert env["backend"] == "tensorflow" and env["dataset_hash"]
     assert load_train_config(run / "config.yaml") == config
     model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    # the demo's slabs are cropped along c: the convolutions wrap along a and b only
+    with h5py.File(demo_dataset / "dataset.h5") as f:
+        assert json.loads(f.attrs["periodic_axes"]) == [True, True, False]
+    convs = [layer for layer in model.layers if type(layer).__name__ == "PeriodicConv3D"]
+    assert convs and all(c.periodic == (True, True, False) for c in convs)
     test = DensityDataset(demo_dataset, split="test", label="order", shuffle=False, batch_size=64)
     x, _ = test[0]
     again = keras.saving.load_model(run / "model.keras", safe_mode=True)
