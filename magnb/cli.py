@@ -136,9 +136,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_run_id(args: argparse.Namespace) -> int:
-    from magnb.config import load_train_config
+    from magnb.config import dataset_identity, load_train_config
 
-    print(load_train_config(args.config).run_id)
+    config = load_train_config(args.config)
+    print(config.run_id)
+    if dataset_identity(config.dataset_dir) is None:
+        print(
+            f"magnb run-id: note: no dataset in {config.dataset_dir} yet; the id covers the "
+            "dataset and will change once stage 03 has built it",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -308,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="?", default="runs", help="runs folder (default: runs)")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("run-id", help="print the run folder name a config trains into")
+    p = sub.add_parser(
+        "run-id", help="print the run folder a config trains into (config + dataset hash)"
+    )
     p.add_argument("config", help="YAML file of TrainConfig settings")
     p.set_defaults(func=cmd_run_id)
 

@@ -5,9 +5,11 @@ keep everything a run needs to be trusted later in ``runs/<run_id>/``:
 ``metrics.json`` (model and baselines on the same test split), ``environment.json`` (versions,
 backend, devices, git commit, dataset hash) and, when run by papermill, the executed notebook.
 
-The run id is ``<name>-<hash of the config>``: re-running a config finds its own folder, so a job
-killed or requeued mid-training resumes from its last finished epoch (Keras' BackupAndRestore)
-and a finished run is not trained twice (unless ``force``).
+The run id is ``<name>-<hash of the config and of the dataset's identity>`` (its input hash,
+:func:`magnb.config.dataset_identity`): re-running a config on the same dataset finds its own
+folder, so a job killed or requeued mid-training resumes from its last finished epoch (Keras'
+BackupAndRestore) and a finished run is not trained twice (unless ``force``); the same config on
+another dataset, or on a rebuilt one, trains into a folder of its own.
 """
 
 from __future__ import annotations
@@ -77,6 +79,71 @@ def dataset_info(dataset_dir: Path) -> dict[str, Any]:
         }
 
 
+def dataset_record(dataset_dir: Path) -> dict[str, Any]:
+    """What identifies the dataset in ``dataset_dir``, kept in a run's ``environment.json`` so
+    that a later mismatch can say what changed: its input hash, the scrape settings that built it
+    and the input hash (first 16 hex digits) of each calculation in it."""
+    import h5py
+    import yaml
+
+    with h5py.File(dataset_dir / "dataset.h5", "r") as f:
+        settings = yaml.safe_load(str(f.attrs.get("config", ""))) or {}
+        input_hash = str(f.attrs.get("input_hash", ""))
+    table = pd.read_parquet(dataset_dir / "table.parquet")
+    hashes = table["input_hash"] if "input_hash" in table else pd.Series([""] * len(table))
+    calcs = {
+        str(c): (h[:16] if isinstance(h, str) else "")
+        for c, h in zip(table["calc_id"], hashes, strict=True)
+    }
+    return {"input_hash": input_hash, "settings": settings, "calcs": calcs}
+
+
+def _some(ids: list[str], at_most: int = 3) -> str:
+    more = f" and {len(ids) - at_most} more" if len(ids) > at_most else ""
+    return ", ".join(ids[:at_most]) + more
+
+
+def describe_dataset_change(trained: dict[str, Any], current: dict[str, Any]) -> str:
+    """What differs between records of :func:`dataset_record`, in one line: the scrape settings
+    that changed (old -> new), the calculations added, removed or with changed inputs. A record
+    without details (a run from before they were kept) gives the two input hashes only."""
+    parts: list[str] = []
+    old_s, new_s = trained.get("settings"), current.get("settings")
+    detailed = isinstance(old_s, dict) and isinstance(trained.get("calcs"), dict)
+    if detailed:
+        changed = [
+            f"{k} {old_s.get(k)!r} -> {new_s.get(k)!r}"
+            for k in sorted(set(old_s) | set(new_s))
+            if old_s.get(k) != new_s.get(k)
+        ]
+        if changed:
+            parts.append("scrape settings changed: " + "; ".join(changed))
+        old_c, new_c = trained["calcs"], current["calcs"]
+        for what, ids in (
+            ("added", sorted(set(new_c) - set(old_c))),
+            ("removed", sorted(set(old_c) - set(new_c))),
+            (
+                "with changed inputs",
+                sorted(c for c in set(old_c) & set(new_c) if old_c[c] != new_c[c]),
+            ),
+        ):
+            if ids:
+                parts.append(f"{len(ids)} calculation(s) {what} ({_some(ids)})")
+    old_h, new_h = str(trained.get("input_hash", "")), str(current.get("input_hash", ""))
+    if not parts:
+        if detailed:
+            parts.append(
+                f"same settings and calculations, but the input hash changed ({old_h[:12]} -> "
+                f"{new_h[:12]}): another dataset format or magnb version built it"
+            )
+        else:
+            parts.append(
+                f"input hash {old_h[:12]} -> {new_h[:12]} (the run kept no more detail about "
+                "its dataset)"
+            )
+    return "; ".join(parts)
+
+
 def check_finite(dataset_dir: Path) -> None:
     """One streaming pass over the samples: NaN or inf anywhere is a MagnbError naming the row."""
     import h5py
@@ -122,6 +189,7 @@ def preflight(config: TrainConfig) -> dict[str, Any]:
                 config.dataset_dir / "table.parquet",
             )
     check_finite(config.dataset_dir)
+    info["record"] = dataset_record(config.dataset_dir)
     info["sizes"] = {k: (0 if v is None else len(v.table)) for k, v in splits.items()}
     return info
 
@@ -219,6 +287,7 @@ def environment_record(strategy: Any, info: dict[str, Any]) -> dict[str, Any]:
         "git_commit": git_commit(),
         "dataset_hash": info["input_hash"],
         "table_sha256": info["table_sha256"],
+        "dataset": info["record"],
     }
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -283,19 +352,26 @@ def trained_on_other_data(config: TrainConfig) -> str | None:
     """Why the run in ``config``'s run folder, finished or interrupted with a backup, does not
     belong to the dataset now in ``config.dataset_dir`` (it was trained on another one, or on an
     earlier build of it); None when it does or there is no such run."""
-    run_dir = config.runs_dir / config.run_id
+    run_id = config.run_id
+    run_dir = config.runs_dir / run_id
     record = run_dir / "environment.json"
     finished = (run_dir / "metrics.json").is_file()
     if not (finished or (run_dir / "backup").is_dir()) or not record.is_file():
         return None
-    trained = json.loads(record.read_text()).get("dataset_hash")
+    env = json.loads(record.read_text())
+    trained = env.get("dataset_hash")
     current = h5_attr(config.dataset_dir / "dataset.h5", "input_hash")
     if not trained or not current or trained == current:
         return None
+    # the run id covers the dataset's identity, so this takes a folder made by hand (a copy) or
+    # a dataset rebuilt between the id and this check
     how = "was trained" if finished else "was interrupted while training"
+    what = describe_dataset_change(
+        env.get("dataset") or {"input_hash": trained}, dataset_record(config.dataset_dir)
+    )
     return (
-        f"run {config.run_id} {how} on dataset {trained[:12]}, but {config.dataset_dir} now "
-        f"holds dataset {current[:12]}"
+        f"run folder {run_id} holds a run that {how} on dataset {trained[:12]}, but the "
+        f"dataset in {config.dataset_dir} is {current[:12]}: {what}"
     )
 
 
@@ -307,10 +383,9 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
     from magnb.dataset import LABEL_CLASSES, DensityDataset
     from magnb.model import build_model, is_classification
 
-    run_dir = config.runs_dir / config.run_id
+    run_dir = config.runs_dir / config.run_id  # read once: the id reads the dataset's identity
     metrics_path = run_dir / "metrics.json"
-    # the run id names the settings, not the data: a run of other data is neither handed back
-    # as this dataset's nor resumed on it
+    # a run of other data is neither handed back as this dataset's nor resumed on it
     other_data = trained_on_other_data(config)
     if other_data and not config.force:
         raise MagnbError(
@@ -430,7 +505,7 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
     trained_epochs = len(read_history(run_dir))
     samples_seen = len(train_data.table) * max(1, len(losses))
     metrics = {
-        "run_id": config.run_id,
+        "run_id": run_dir.name,
         "label": config.label,
         "task": "classification" if classification else "regression",
         "model": config.model,
