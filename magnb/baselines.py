@@ -582,6 +582,7 @@ def evaluate_all(
     split: str = "test",
     batch_size: int = 16,
     seed: int = 0,
+    rows: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Majority, physics and descriptor baselines (and the model, when given) on ``split``.
 
@@ -592,6 +593,10 @@ def evaluate_all(
     probability of class 1 ``(n,)``/``(n, 1)`` or class probabilities ``(n, k)`` for
     ``order``/``moment_class``, the predicted value for the regressions. ``threshold`` (muB,
     ``moment_class`` only) defaults to the one the dataset was built with.
+
+    ``rows``, if given, is ``(train rows, test rows)``: positions among the dataset's usable rows
+    (``DensityDataset(split=None, rows=...)``, as a k-fold run picks them) in place of the
+    ``train`` and ``split`` splits; ``split`` then only names the test rows in the result.
 
     For a regression, rows whose label is not finite (``moment_per_magnetic_atom`` of a cell
     without magnetic atoms) are left out of every method's score, with a note.
@@ -607,8 +612,12 @@ def evaluate_all(
     if threshold is None and label == "moment_class":
         threshold = dataset_threshold(data_dir)
     options = {"label": label, "batch_size": batch_size, "shuffle": False, "augment": False}
-    train_ds = DensityDataset(data_dir, split="train", **options)
-    test_ds = DensityDataset(data_dir, split=split, **options)
+    if rows is None:
+        train_ds = DensityDataset(data_dir, split="train", **options)
+        test_ds = DensityDataset(data_dir, split=split, **options)
+    else:
+        train_ds = DensityDataset(data_dir, split=None, rows=rows[0], **options)
+        test_ds = DensityDataset(data_dir, split=None, rows=rows[1], **options)
     x_train, y_train = _features(train_ds)
     x_test, y_test = _features(test_ds)
     train_table, test_table = train_ds.table, test_ds.table

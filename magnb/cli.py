@@ -114,12 +114,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from magnb.config import load_train_config
-    from magnb.train import train
+    from magnb.train import cross_validate, train
 
     overrides = {}
     if args.force:
         overrides["force"] = True
-    result = train(load_train_config(args.config, **overrides))
+    config = load_train_config(args.config, **overrides)
+    result = cross_validate(config) if args.cv else train(config)
     print(result.summary())
     return 0
 
@@ -308,6 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML file of TrainConfig settings")
     p.add_argument(
         "--force", action="store_true", help="retrain a finished run, or one of other data"
+    )
+    p.add_argument(
+        "--cv",
+        action="store_true",
+        help="k-fold cross-validation over the dataset's fold column instead: model and "
+        "baselines, mean and spread over the folds (writes RUNS/<run_id>-cv/cv.json)",
     )
     p.set_defaults(func=cmd_train)
 

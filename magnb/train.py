@@ -2,8 +2,10 @@
 keep everything a run needs to be trusted later in ``runs/<run_id>/``:
 
 ``config.yaml``, ``model.keras`` (best epoch on val_loss, loadable in safe mode), ``history.csv``,
-``metrics.json`` (model and baselines on the same test split), ``environment.json`` (versions,
-backend, devices, git commit, dataset hash) and, when run by papermill, the executed notebook.
+``metrics.json`` (model and baselines on the same test split, every metric with its n and 95 %
+interval, and a warning when the test split is small), ``environment.json`` (versions, backend,
+devices, git commit, the dataset's identity) and, when run by papermill, the executed notebook.
+:func:`cross_validate` instead trains once per k-fold column and reports mean and spread.
 
 The run id is ``<name>-<hash of the config and of the dataset's identity>`` (its input hash,
 :func:`magnb.config.dataset_identity`): re-running a config on the same dataset finds its own
@@ -517,10 +519,192 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
         "train_samples_per_second": samples_seen / seconds if seconds > 0 else None,
         "sizes": info["sizes"],
         "test": results,
+        "warnings": sorted({e["small_sample_warning"] for e in results.values()} - {None}),
     }
     with atomic_write(metrics_path, "w") as fh:
         json.dump(metrics, fh, indent=2)
     return RunResult(run_dir, metrics, read_history(run_dir), resumed_from_epoch=done_before)
+
+
+# --------------------------------------------------------------------------------------------
+# k-fold cross-validation
+
+#: the metrics a cross-validation summarizes over the folds, per task
+CV_METRICS = {
+    "classification": ("accuracy", "balanced_accuracy", "roc_auc"),
+    "regression": ("mae", "rmse", "r2"),
+}
+
+
+@dataclass
+class CVResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+    def summary(self) -> str:
+        return format_cv_table(self.metrics)
+
+
+def fold_rows(dataset_dir: Path) -> dict[int, np.ndarray]:
+    """Fold index -> positions of its rows among the dataset's usable rows (status ok, with a
+    sample: what ``DensityDataset(split=None, rows=...)`` indexes); MagnbError when the dataset
+    has no k-fold columns."""
+    from magnb.dataset import read_table
+
+    table = read_table(dataset_dir)
+    table = table[(table["status"] == "ok") & (table["sample"] >= 0)]
+    folds = table["fold"].to_numpy() if "fold" in table else np.full(len(table), -1)
+    present = sorted(int(f) for f in np.unique(folds) if f >= 0)
+    if len(present) < 2:
+        raise MagnbError(
+            "the dataset has no k-fold columns (fold = -1 everywhere): rebuild it with "
+            "kfold: 5 (or any k >= 2 up to the number of formulas) in the scrape config",
+            dataset_dir / "table.parquet",
+        )
+    return {f: np.flatnonzero(folds == f) for f in present}
+
+
+def cross_validate(config: TrainConfig, progress: bool = True) -> CVResult:
+    """Train and evaluate ``config`` once per fold of the dataset's ``fold`` column (each fold is
+    the test set once, the other folds train; the train/val/test split is ignored), with the
+    majority, physics and descriptor baselines on the same folds, and summarize each method's
+    metrics over the folds as mean, standard deviation (n - 1), min and max.
+
+    Each fold trains for ``config.epochs`` epochs and is scored with its last weights (no
+    validation set, no checkpoint, no resume). The stored normalization of the dataset was fitted
+    on its ``train`` split, which overlaps every fold's test rows a little. Writes
+    ``<runs_dir>/<run_id>-cv/cv.json`` (and ``config.yaml``) and returns it.
+    """
+    import keras
+    import yaml
+
+    from magnb.baselines import evaluate_all, task_for
+    from magnb.dataset import LABEL_CLASSES, DensityDataset
+    from magnb.model import build_model, is_classification
+
+    info = preflight(config)
+    folds = fold_rows(config.dataset_dir)
+    run_dir = config.runs_dir / f"{config.run_id}-cv"
+    classification = is_classification(config.label)
+    n_classes = len(LABEL_CLASSES[config.label]) if classification else 1
+    per_fold: list[dict[str, Any]] = []
+    for fold, test_rows in folds.items():
+        train_rows = np.concatenate([r for f, r in folds.items() if f != fold])
+        keras.utils.set_random_seed(config.seed + fold)
+        options = {"label": config.label, "batch_size": config.batch_size, "split": None}
+        train_data = DensityDataset(
+            config.dataset_dir,
+            rows=train_rows,
+            shuffle=True,
+            augment=config.augment,
+            seed=config.seed,
+            **options,
+        )
+        test_data = DensityDataset(config.dataset_dir, rows=test_rows, shuffle=False, **options)
+        model = build_model(config, info["shape"], n_classes, info["periodic_axes"])
+        if classification:
+            loss: Any = keras.losses.SparseCategoricalCrossentropy()
+        else:
+            loss = keras.losses.MeanSquaredError()
+        model.compile(optimizer=_optimizer(config, len(train_data)), loss=loss)
+        class_weight = (
+            _class_weights(train_data.labels)
+            if (classification and config.class_weight == "balanced")
+            else None
+        )
+        if progress:
+            print(f"fold {fold}: {len(train_data.table)} training, {len(test_data.table)} test")
+        model.fit(
+            train_data,
+            epochs=config.epochs,
+            class_weight=class_weight,
+            verbose=2 if progress else 0,
+        )
+        predictions = model.predict(test_data, verbose=0)
+        output = predictions if n_classes > 2 else predictions[:, 1 if classification else 0]
+        results = evaluate_all(
+            config.dataset_dir,
+            config.label,
+            info["threshold"],
+            output,
+            split=f"fold {fold}",
+            rows=(train_rows, test_rows),
+        )
+        per_fold.append({"fold": fold, "test": results})
+    task = task_for(config.label)
+    summary: dict[str, Any] = {}
+    for method in per_fold[0]["test"]:
+        entry: dict[str, Any] = {"folds": len(per_fold)}
+        entry["n"] = [f["test"][method]["n"] for f in per_fold]
+        for metric in CV_METRICS[task]:
+            values = [f["test"][method].get(metric) for f in per_fold]
+            finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+            entry[metric] = {
+                "per_fold": values,
+                "mean": float(np.mean(finite)) if finite else None,
+                "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
+                "min": min(finite) if finite else None,
+                "max": max(finite) if finite else None,
+            }
+        summary[method] = entry
+    warnings = [
+        f"fold {f['fold']}: {w}"
+        for f in per_fold
+        for w in sorted({e["small_sample_warning"] for e in f["test"].values()} - {None})
+    ]
+    metrics = {
+        "run_id": run_dir.name,
+        "label": config.label,
+        "task": task,
+        "model": config.model,
+        "folds": len(per_fold),
+        "summary": summary,
+        "per_fold": per_fold,
+        "warnings": warnings,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(run_dir / "config.yaml", "w") as fh:
+        yaml.safe_dump(to_mapping(config), fh, sort_keys=False)
+    with atomic_write(run_dir / "cv.json", "w") as fh:
+        json.dump(metrics, fh, indent=2)
+    return CVResult(run_dir, metrics)
+
+
+def format_cv_table(metrics: dict[str, Any]) -> str:
+    """A markdown table of :func:`cross_validate`'s summary: one row per method, each metric as
+    ``mean +/- sd [min, max]`` over the folds, then the test samples per fold and the warnings."""
+    keys = CV_METRICS[metrics["task"]]
+    names = {"balanced_accuracy": "balanced accuracy", "roc_auc": "ROC-AUC", "r2": "R^2"}
+    head = ["method", "folds", *(names.get(k, k.replace("_", " ")) for k in keys)]
+    lines = [
+        f"{metrics['run_id']}: {metrics['label']}, {metrics['folds']}-fold cross-validation "
+        "(each fold the test set once)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] * len(head)) + "|",
+    ]
+
+    def cell(stats: dict[str, Any]) -> str:
+        if stats["mean"] is None:
+            return "n/a"
+        sd = "n/a" if stats["std"] is None else f"{stats['std']:.3f}"
+        return f"{stats['mean']:.3f} +/- {sd} [{stats['min']:.2f}, {stats['max']:.2f}]"
+
+    first = ["model", "majority", "physics", "descriptor"]
+    summary = metrics["summary"]
+    order = [m for m in first if m in summary] + [m for m in summary if m not in first]
+    for method in order:
+        entry = summary[method]
+        lines.append(
+            "| " + " | ".join([method, str(entry["folds"]), *(cell(entry[k]) for k in keys)]) + " |"
+        )
+    n = next(iter(summary.values()))["n"]
+    lines.append(
+        f"\n[mean +/- standard deviation over the folds, [min, max]; test samples per "
+        f"fold: {', '.join(map(str, n))}]"
+    )
+    lines += [f"warning: {w}" for w in metrics["warnings"]]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------

@@ -101,6 +101,11 @@ def test_train_writes_a_complete_run_and_the_model_reloads(demo_dataset, tmp_pat
     m = json.loads((run / "metrics.json").read_text())
     assert set(m["test"]) >= {"model", "majority", "physics", "descriptor"}
     assert m["epochs_trained"] == 2 and len(result.history) == 2
+    # a dozen test samples, three of them FM: every metric has its interval, and the run warns
+    for entry in m["test"].values():
+        assert entry["ci95"]["accuracy"] and entry["ci95"]["balanced_accuracy"]
+    assert len(m["warnings"]) == 1 and m["warnings"][0].startswith("small test split: n = ")
+    assert "warning: small test split" in result.summary()
     env = json.loads((run / "environment.json").read_text())
     assert env["backend"] == "tensorflow" and env["dataset_hash"]
     assert load_train_config(run / "config.yaml") == config
