@@ -715,6 +715,11 @@ def format_table(metrics: dict[str, dict[str, Any]]) -> str:
         else:
             how = "bootstrap over the test samples"
         lines.append(f"\n[95 % intervals: {how}; n = test samples]")
+        if any("understates" in note for m in names for note in metrics[m].get("notes", [])):
+            lines.append(
+                "[an interval [x, x] of balanced accuracy: every class all right or all wrong, "
+                "which the bootstrap cannot vary; the accuracy's exact interval gives the width]"
+            )
     warnings = {metrics[m].get("small_sample_warning") for m in names} - {None}
     for warning in sorted(warnings):
         lines.append(f"warning: {warning}")

@@ -125,6 +125,7 @@ def test_a_perfect_classifier_gets_a_note_that_its_bootstrap_has_no_width() -> N
     assert m["ci95"]["balanced_accuracy"] == [1.0, 1.0]
     assert any("understates" in note for note in m["notes"])
     assert m["ci95"]["accuracy"][0] == pytest.approx(binomtest(10, 10).proportion_ci().low)
+    assert "the bootstrap cannot vary" in format_table({"model": m})
 
 
 def test_small_sample_warning_per_class_and_for_regressions() -> None:
