@@ -1,6 +1,9 @@
 """Benchmark: PeriodicConv3D (FFT) against keras.layers.Conv3D on wrap-padded input.
 
 Both compute the same periodic convolution (the test suite checks values and gradients agree).
+With ``--zero``, the non-periodic case instead: ``PeriodicConv3D(periodic=False)`` (linear
+convolution by FFT on a zero-padded grid) against ``Conv3D(padding="same")``, which compute the
+same thing, beside the periodic FFT layer on the same input, in one run and its own section.
 Input ``(1, n, n, n, 2)``, 3 filters, TensorFlow backend, forward and forward+backward (gradients
 with respect to kernel, bias and input), one tf.function per case, median of a few calls after a
 trace. Each case runs in a fresh subprocess so its peak memory can be read from ``ru_maxrss``.
@@ -13,6 +16,7 @@ a lower bound.
 
     python bench/conv.py            # the full table, written to bench/RESULTS.md (~6-8 min, 2 cores)
     python bench/conv.py --quick    # small grids and kernels; prints only (add --write to write)
+    python bench/conv.py --zero     # non-periodic axes (cube datasets), own section (~10 min)
 """
 
 from __future__ import annotations
@@ -33,9 +37,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-from _common import RESULTS, write_section  # noqa: E402  (bench/ is not a package)
+from _common import RESULTS, load_average, write_section  # noqa: E402  (bench/ is not a package)
 
 HEADING = "## conv: PeriodicConv3D vs Conv3D"
+ZERO_HEADING = (
+    "## conv, non-periodic axes: PeriodicConv3D(periodic=False) vs Conv3D(padding='same')"
+)
 CIN = 2
 FILTERS = 3
 MODES = ("fwd", "fwdbwd")
@@ -64,12 +71,22 @@ def _worker(spec: dict[str, Any]) -> None:
     c = (k - 1) // 2
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((1, n, n, n, CIN)).astype("float32"))
-    fft_layer = PeriodicConv3D(FILTERS, k)
+    # the FFT layer with the boundaries the direct method it is compared with has
+    zero = method in ("fft_zero", "direct_same")
+    fft_layer = PeriodicConv3D(FILTERS, k, periodic=not zero)
     fft_layer.build(x.shape)
     idx = tf.constant((np.arange(-c, n + k - 1 - c) % n).astype("int32"))
 
-    if method == "fft":
+    if method in ("fft", "fft_zero"):
         layer = fft_layer
+
+        def apply(t: Any) -> Any:
+            return layer(t)
+
+    elif method == "direct_same":
+        layer = keras.layers.Conv3D(FILTERS, k, padding="same")
+        layer.build(x.shape)
+        layer.kernel.assign(fft_layer.kernel.value)
 
         def apply(t: Any) -> Any:
             return layer(t)
@@ -124,8 +141,9 @@ def _worker(spec: dict[str, Any]) -> None:
             "first_call_s": times[0],
             "peak_extra_mib": _rss_mib() - idle_mib,
             "idle_rss_mib": idle_mib,
+            "fft_grid": list(fft_layer.fft_grid),
         }
-        if method == "direct" and mode == "fwd":
+        if method in ("direct", "direct_same") and mode == "fwd":
             ref = fft_layer(x).numpy()
             got = out.numpy()
             result["max_rel_diff_vs_fft"] = float(np.abs(got - ref).max() / np.abs(got).max())
@@ -284,6 +302,160 @@ def run(args: argparse.Namespace) -> str:
     return _markdown(table, grids, kernels, args, total)
 
 
+def _padded_length(n: int) -> int:
+    """The length PeriodicConv3D zero-pads a non-periodic axis of n to (magnb.layers.fft_length
+    of 2n - 1), without importing Keras into the driver."""
+    m = 2 * n - 1
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+def run_zero(args: argparse.Namespace) -> str:
+    """The non-periodic table: periodic FFT, zero-padded FFT and Conv3D(padding="same") side by
+    side on each (grid, kernel); return the markdown section (heading included)."""
+    load_start = load_average()
+    table: dict[tuple[int, int, str, str], Cell] = {}
+    known: dict[str, list[tuple[int, int, float, str]]] = {m: [] for m in MODES}
+    started = time.perf_counter()
+    for n in args.grids:
+        for k in args.kernels:
+            if k > n:
+                continue
+            # the periodic FFT on the input and on the padded grid, then the zero-padded FFT,
+            # one right after the other: under load, the ratios within a row are what to read
+            padded = _padded_length(n)
+            for method, size in (("fft", n), ("fft_padded", padded), ("fft_zero", n)):
+                spec = {
+                    "method": "fft" if method == "fft_padded" else method,
+                    "n": size,
+                    "k": k,
+                    "modes": list(MODES),
+                    "repeats": 11,
+                }
+                res, _ = _run_worker(spec, None)
+                for r in res:
+                    table[(n, k, method, r["mode"])] = Cell(
+                        r["seconds"], peak_mib=r["peak_extra_mib"], extra=r
+                    )
+                    print(
+                        f"  {method:10s} n={size:4d} k={k:3d} {r['mode']:7s} {_fmt_s(r['seconds'])}"
+                    )
+            for mode in MODES:
+                pred = _predict(known[mode], n, k)
+                if pred is not None and pred[0] > args.max_direct_s:
+                    table[(n, k, "direct_same", mode)] = Cell(pred[0], kind=pred[1])
+                    print(f"  same     n={n:4d} k={k:3d} {mode:7s} skipped, ~{pred[0]:.0f} s")
+                    continue
+                spec = {
+                    "method": "direct_same",
+                    "n": n,
+                    "k": k,
+                    "modes": [mode],
+                    "repeats": 3,
+                    "budget_s": 5.0,
+                }
+                t0 = time.perf_counter()
+                res, killed = _run_worker(spec, args.kill_after_s)
+                if killed:
+                    wall = time.perf_counter() - t0
+                    table[(n, k, "direct_same", mode)] = Cell(wall, kind="lower-bound")
+                    known[mode].append((n, k, wall, "lower-bound"))
+                    print(f"  same     n={n:4d} k={k:3d} {mode:7s} killed after {wall:.0f} s")
+                    continue
+                (r,) = res
+                table[(n, k, "direct_same", mode)] = Cell(
+                    r["seconds"], peak_mib=r["peak_extra_mib"], extra=r
+                )
+                known[mode].append((n, k, r["seconds"], "measured"))
+                print(f"  same     n={n:4d} k={k:3d} {mode:7s} {_fmt_s(r['seconds'])}")
+    total = time.perf_counter() - started
+    return _zero_markdown(table, args, total, load_start)
+
+
+def _zero_markdown(
+    table: dict[tuple[int, int, str, str], Cell],
+    args: argparse.Namespace,
+    total_s: float,
+    load_start: float | None,
+) -> str:
+    date = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load_end = load_average()
+    load = ""
+    if load_start is not None and load_end is not None:
+        load = (
+            f" 1-min load average {load_start:.2f} at the start, {load_end:.2f} at the end: the "
+            "machine was shared with other work (four engineers on two cores), so absolute times "
+            "are noisy and taken under load."
+        )
+    padded = ", ".join(
+        f"{g} for n = {n}"
+        for n, g in sorted(
+            {(n, c.extra["fft_grid"][0]) for (n, _, m, _), c in table.items() if m == "fft_zero"}
+        )
+    )
+    cmd = "python bench/conv.py --zero"
+    if args.max_direct_s != 120.0:
+        cmd += f" --max-direct-s {args.max_direct_s:g}"
+    if args.grids != [32, 64]:
+        cmd += " --grids " + " ".join(map(str, args.grids))
+    if args.kernels != [5, 15, 32]:
+        cmd += " --kernels " + " ".join(map(str, args.kernels))
+    lines = [
+        ZERO_HEADING,
+        "",
+        f"Run `{cmd}` on {date}; machine: {_machine()}.{load}",
+        "",
+        f"Input `(1, n, n, n, {CIN})`, {FILTERS} filters, kernel k^3, no axis periodic (a `cube` "
+        "dataset). **zero FFT** = `PeriodicConv3D(periodic=False)`: linear convolution by FFT on "
+        f"the grid zero-padded to `fft_length(2n - 1)` per axis ({padded}), "
+        "whatever the kernel; **Conv3D same** = `keras.layers.Conv3D(padding='same')`, the same "
+        "result; **periodic FFT** = `PeriodicConv3D()` on the same input, for the price of the "
+        "padding, and on an input of the padded size (**periodic FFT padded**), which the zero FFT "
+        "should cost about as much as. Timing as in the section above (one `tf.function` per case, medians after a "
+        "trace; direct cases predicted above "
+        f"{args.max_direct_s:.0f} s per call are *estimated*, not run).",
+        "",
+        "| grid | kernel | periodic FFT fwd | periodic FFT padded fwd | zero FFT fwd "
+        "| Conv3D same fwd | speed-up fwd | periodic FFT fwd+bwd | periodic FFT padded fwd+bwd "
+        "| zero FFT fwd+bwd | Conv3D same fwd+bwd | speed-up fwd+bwd | zero FFT peak MiB "
+        "| Conv3D same peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in args.grids:
+        for k in args.kernels:
+            if k > n:
+                continue
+            pf, pb = table[(n, k, "fft", "fwd")], table[(n, k, "fft", "fwdbwd")]
+            qf, qb = table[(n, k, "fft_padded", "fwd")], table[(n, k, "fft_padded", "fwdbwd")]
+            zf, zb = table[(n, k, "fft_zero", "fwd")], table[(n, k, "fft_zero", "fwdbwd")]
+            df, db = table[(n, k, "direct_same", "fwd")], table[(n, k, "direct_same", "fwdbwd")]
+            peaks = [c.peak_mib for c in (df, db) if c.peak_mib is not None]
+            direct_peak = f"{max(peaks):.0f}" if peaks else "n/a"
+            lines.append(
+                f"| {n}^3 | {k}^3 | {pf.fmt()} | {qf.fmt()} | {zf.fmt()} | {df.fmt()} | "
+                f"{_speedup(df, zf)} | {pb.fmt()} | {qb.fmt()} | {zb.fmt()} | {db.fmt()} | "
+                f"{_speedup(db, zb)} | "
+                f"{zb.peak_mib:.0f} | {direct_peak} |"
+            )
+    diffs = [
+        c.extra["max_rel_diff_vs_fft"] for c in table.values() if "max_rel_diff_vs_fft" in c.extra
+    ]
+    lines.append("")
+    if diffs:
+        lines.append(
+            f"Largest difference between zero FFT and Conv3D same outputs over the measured "
+            f"cases: {max(diffs):.1e} of the output's magnitude."
+        )
+    lines.append(f"Total benchmark wall time: {total_s / 60:.1f} min.")
+    return "\n".join(lines) + "\n"
+
+
 def _speedup(direct: Cell, fft: Cell) -> str:
     if direct.seconds is None or fft.seconds is None:
         return "n/a"
@@ -358,6 +530,11 @@ def _markdown(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small grids and kernels")
+    parser.add_argument(
+        "--zero",
+        action="store_true",
+        help="the non-periodic table (default grids 32 64, kernels 5 15 32) instead",
+    )
     parser.add_argument("--grids", type=int, nargs="+", help="grid sides (default 60 120)")
     parser.add_argument(
         "--kernels", type=int, nargs="+", help="kernel sides (default 5 15 25 40 60)"
@@ -381,15 +558,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         _worker(json.loads(args.worker))
         return
-    if args.grids is None:
-        args.grids = [24, 48] if args.quick else [60, 120]
-    if args.kernels is None:
-        args.kernels = [5, 15] if args.quick else [5, 15, 25, 40, 60]
-    section = run(args)
+    if args.zero:
+        args.grids = args.grids or ([16, 32] if args.quick else [32, 64])
+        args.kernels = args.kernels or ([5, 15] if args.quick else [5, 15, 32])
+        section = run_zero(args)
+    else:
+        if args.grids is None:
+            args.grids = [24, 48] if args.quick else [60, 120]
+        if args.kernels is None:
+            args.kernels = [5, 15] if args.quick else [5, 15, 25, 40, 60]
+        section = run(args)
     print()
     print(section)
     if not args.no_write and (args.write or not args.quick):
-        write_section(HEADING, section)
+        write_section(ZERO_HEADING if args.zero else HEADING, section)
         print(f"written to {RESULTS}")
 
 

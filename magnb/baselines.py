@@ -18,6 +18,11 @@ accuracy. So every result of stage 04 is reported beside
 JSON-serializable dict, the one that goes into ``metrics.json``; :func:`format_table` renders it
 as a markdown table. Balanced accuracy is the headline classification number: it is 0.5 for any
 constant prediction, whatever the class balance.
+
+Every metric carries its n and a 95 % interval (``ci95``: exact binomial for accuracy, a seeded
+stratified bootstrap over the test samples for the rest; :mod:`magnb.intervals`), and a test split
+with fewer than :data:`magnb.intervals.MIN_TEST_PER_CLASS` samples of a class carries a
+``small_sample_warning`` that :func:`format_table` prints under the table.
 """
 
 from __future__ import annotations
@@ -32,6 +37,13 @@ import pandas as pd
 
 from magnb.dataset import LABEL_CLASSES
 from magnb.errors import MagnbError
+from magnb.intervals import (
+    INTERVAL_METHODS,
+    N_BOOTSTRAP,
+    classification_intervals,
+    regression_intervals,
+    small_sample_warning,
+)
 
 Task = Literal["classification", "regression"]
 
@@ -94,8 +106,11 @@ def classification_metrics(
     y_true: Sequence[int] | np.ndarray,
     y_prob: Sequence[float] | np.ndarray,
     y_pred: Sequence[int] | np.ndarray | None = None,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, ROC-AUC and the confusion matrix of a classifier.
+    """Accuracy, balanced accuracy, ROC-AUC and the confusion matrix of a classifier, each with
+    its 95 % interval.
 
     ``y_prob`` is the predicted probability of class 1, shape ``(n,)`` (or ``(n, 1)``), or the
     class probabilities, shape ``(n, k)``. The predicted class is ``y_prob > 0.5`` (binary) or the
@@ -106,6 +121,11 @@ def classification_metrics(
     constant binary prediction). ROC-AUC is ``None``, with a note, when ``y_true`` holds a single
     class. The confusion matrix has rows = true class, columns = predicted class, over labels
     ``[0, 1]`` (binary) or ``0 .. k-1``. All values are plain Python numbers and lists.
+
+    ``ci95`` maps each metric to its 95 % interval ``[low, high]`` (None where the metric is):
+    the exact binomial interval for accuracy, a stratified bootstrap (``n_boot`` resamples within
+    each true class, seeded by ``seed``) for balanced accuracy and ROC-AUC; ``ci95_methods``
+    says which. See :mod:`magnb.intervals`.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -150,11 +170,20 @@ def classification_metrics(
         notes.append(f"ROC-AUC undefined: y_true holds {n_present} of {k} classes")
     else:
         auc = float(roc_auc_score(truth, prob, multi_class="ovr", labels=list(range(k))))
+    ci95 = classification_intervals(truth, pred, None if auc is None else prob, n_boot, seed)
+    if present.sum() and np.all(np.isin(recall, (0.0, 1.0))):
+        notes.append(
+            "every class's recall is 0 or 1 here, so the bootstrap resamples it unchanged and "
+            "the balanced accuracy interval has no width, which understates the uncertainty; "
+            "the accuracy's exact interval gives it"
+        )
     return {
         "n": len(truth),
         "accuracy": float(np.mean(truth == pred)),
         "balanced_accuracy": float(recall.mean()),
         "roc_auc": auc,
+        "ci95": ci95,
+        "ci95_methods": {m: INTERVAL_METHODS[m] for m in ci95},
         "confusion_matrix": cm.tolist(),
         "labels": list(range(k)),
         "class_counts": {str(c): int(v) for c, v in enumerate(cm.sum(axis=1))},
@@ -164,10 +193,14 @@ def classification_metrics(
 
 
 def regression_metrics(
-    y_true: Sequence[float] | np.ndarray, y_pred: Sequence[float] | np.ndarray
+    y_true: Sequence[float] | np.ndarray,
+    y_pred: Sequence[float] | np.ndarray,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Mean absolute error, root mean square error and R^2 (``None`` with a note when ``y_true``
-    is constant, where R^2 is undefined). Non-finite values are an error."""
+    is constant, where R^2 is undefined). Non-finite values are an error. ``ci95`` holds each
+    one's 95 % bootstrap interval over the samples (``n_boot`` resamples, seeded)."""
     truth = np.asarray(y_true, dtype=np.float64).reshape(-1)
     pred = np.asarray(y_pred, dtype=np.float64)
     if pred.ndim == 2 and pred.shape[1] == 1:
@@ -188,11 +221,16 @@ def regression_metrics(
     else:
         r2 = None
         notes.append("R^2 undefined: y_true is constant")
+    ci95 = regression_intervals(truth, pred, n_boot, seed)
+    if r2 is None:
+        ci95["r2"] = None
     return {
         "n": len(truth),
         "mae": float(np.abs(err).mean()),
         "rmse": float(np.sqrt((err**2).mean())),
         "r2": r2,
+        "ci95": ci95,
+        "ci95_methods": {m: INTERVAL_METHODS[m] for m in ci95},
         "notes": notes,
     }
 
@@ -544,6 +582,7 @@ def evaluate_all(
     split: str = "test",
     batch_size: int = 16,
     seed: int = 0,
+    rows: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Majority, physics and descriptor baselines (and the model, when given) on ``split``.
 
@@ -554,6 +593,10 @@ def evaluate_all(
     probability of class 1 ``(n,)``/``(n, 1)`` or class probabilities ``(n, k)`` for
     ``order``/``moment_class``, the predicted value for the regressions. ``threshold`` (muB,
     ``moment_class`` only) defaults to the one the dataset was built with.
+
+    ``rows``, if given, is ``(train rows, test rows)``: positions among the dataset's usable rows
+    (``DensityDataset(split=None, rows=...)``, as a k-fold run picks them) in place of the
+    ``train`` and ``split`` splits; ``split`` then only names the test rows in the result.
 
     For a regression, rows whose label is not finite (``moment_per_magnetic_atom`` of a cell
     without magnetic atoms) are left out of every method's score, with a note.
@@ -569,8 +612,12 @@ def evaluate_all(
     if threshold is None and label == "moment_class":
         threshold = dataset_threshold(data_dir)
     options = {"label": label, "batch_size": batch_size, "shuffle": False, "augment": False}
-    train_ds = DensityDataset(data_dir, split="train", **options)
-    test_ds = DensityDataset(data_dir, split=split, **options)
+    if rows is None:
+        train_ds = DensityDataset(data_dir, split="train", **options)
+        test_ds = DensityDataset(data_dir, split=split, **options)
+    else:
+        train_ds = DensityDataset(data_dir, split=None, rows=rows[0], **options)
+        test_ds = DensityDataset(data_dir, split=None, rows=rows[1], **options)
     x_train, y_train = _features(train_ds)
     x_test, y_test = _features(test_ds)
     train_table, test_table = train_ds.table, test_ds.table
@@ -601,11 +648,25 @@ def evaluate_all(
     results["majority"] = majority_baseline(y_train, y_test, task)
     results["physics"] = physics_baseline(train_table, test_table, label, threshold or 0.0)
     results["descriptor"] = descriptor_baseline(x_train, y_train, x_test, y_test, task, seed)
+    warning = split_size_warning(y_test, label)
     for entry in results.values():
         entry.update(label=label, split=split, task=task, n_train=len(y_train))
         entry["notes"] = notes + list(entry.get("notes", []))
+        entry["small_sample_warning"] = warning
         entry.pop("probability", None)  # per-sample values do not belong in metrics.json
     return results
+
+
+def split_size_warning(y_test: np.ndarray | Sequence[float], label: str) -> str | None:
+    """:func:`magnb.intervals.small_sample_warning` for the labels of a test split: per class
+    (every class of ``label``, absent ones as 0) for a classification, n for a regression."""
+    y = np.asarray(y_test)
+    if task_for(label) == "regression":
+        return small_sample_warning(len(y))
+    classes = LABEL_CLASSES[label]
+    counts = np.bincount(y.astype(np.int64), minlength=len(classes))
+    names = classes if label != "moment_class" else ("|m| <= threshold", "|m| > threshold")
+    return small_sample_warning(len(y), {str(c): int(v) for c, v in enumerate(counts)}, names=names)
 
 
 def _fmt(value: Any) -> str:
@@ -614,10 +675,20 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}"
 
 
+def _fmt_ci(value: Any, interval: Any) -> str:
+    """``0.850 [0.62, 0.97]``: a value and its 95 % interval (the value alone without one)."""
+    text = _fmt(value)
+    if text == "n/a" or not interval or any(v is None for v in interval):
+        return text
+    return f"{text} [{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
 def format_table(metrics: dict[str, dict[str, Any]]) -> str:
     """A markdown table of :func:`evaluate_all`'s result: one row per method (the model first,
     then majority, physics, descriptor, then any others), with n and accuracy, balanced accuracy
-    and ROC-AUC (classification) or MAE, RMSE and R^2 (regression)."""
+    and ROC-AUC (classification) or MAE, RMSE and R^2 (regression), each with its 95 % interval
+    in brackets. Under the table: how the intervals were computed, and the small-sample warning
+    when the split has one."""
     if not metrics:
         raise MagnbError("no metrics to tabulate")
     first = ["model", "majority", "physics", "descriptor"]
@@ -632,6 +703,24 @@ def format_table(metrics: dict[str, dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for name in names:
         row = metrics[name]
-        cells = [name, str(row.get("n", "n/a"))] + [_fmt(row.get(k)) for k in keys]
+        ci95 = row.get("ci95") or {}
+        cells = [name, str(row.get("n", "n/a"))] + [_fmt_ci(row.get(k), ci95.get(k)) for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
+    if any(metrics[m].get("ci95") for m in names):
+        if classification:
+            how = (
+                "accuracy exact binomial; balanced accuracy and ROC-AUC stratified bootstrap "
+                "over the test samples"
+            )
+        else:
+            how = "bootstrap over the test samples"
+        lines.append(f"\n[95 % intervals: {how}; n = test samples]")
+        if any("understates" in note for m in names for note in metrics[m].get("notes", [])):
+            lines.append(
+                "[an interval [x, x] of balanced accuracy: every class all right or all wrong, "
+                "which the bootstrap cannot vary; the accuracy's exact interval gives the width]"
+            )
+    warnings = {metrics[m].get("small_sample_warning") for m in names} - {None}
+    for warning in sorted(warnings):
+        lines.append(f"warning: {warning}")
     return "\n".join(lines)

@@ -120,12 +120,13 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from magnb.config import load_train_config
-    from magnb.train import train
+    from magnb.train import cross_validate, train
 
     overrides = {}
     if args.force:
         overrides["force"] = True
-    result = train(load_train_config(args.config, **overrides))
+    config = load_train_config(args.config, **overrides)
+    result = cross_validate(config) if args.cv else train(config)
     print(result.summary())
     return 0
 
@@ -142,9 +143,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_run_id(args: argparse.Namespace) -> int:
-    from magnb.config import load_train_config
+    from magnb.config import dataset_identity, load_train_config
 
-    print(load_train_config(args.config).run_id)
+    config = load_train_config(args.config)
+    print(config.run_id)
+    if dataset_identity(config.dataset_dir) is None:
+        print(
+            f"magnb run-id: note: no dataset in {config.dataset_dir} yet; the id covers the "
+            "dataset and will change once stage 03 has built it",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -319,13 +327,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--force", action="store_true", help="retrain a finished run, or one of other data"
     )
+    p.add_argument(
+        "--cv",
+        action="store_true",
+        help="k-fold cross-validation over the dataset's fold column instead: model and "
+        "baselines, mean and spread over the folds (writes RUNS/<run_id>-cv/cv.json)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("runs", help="the run registry as a table")
     p.add_argument("runs", nargs="?", default="runs", help="runs folder (default: runs)")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("run-id", help="print the run folder name a config trains into")
+    p = sub.add_parser(
+        "run-id", help="print the run folder a config trains into (config + dataset hash)"
+    )
     p.add_argument("config", help="YAML file of TrainConfig settings")
     p.set_defaults(func=cmd_run_id)
 

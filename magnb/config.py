@@ -246,7 +246,7 @@ class TrainConfig:
 
     dataset_dir: Path = Path("demo/data")  #: folder with dataset.h5 and table.parquet
     runs_dir: Path = Path("runs")
-    name: str = "default"  #: run folder is runs_dir/<name>-<hash of the config>
+    name: str = "default"  #: run folder is runs_dir/<name>-<hash of config and dataset>
     label: Literal[
         "order", "order_pattern", "moment_class", "moment", "moment_per_magnetic_atom"
     ] = "order"
@@ -309,9 +309,31 @@ class TrainConfig:
             d.pop(k)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
+    def run_id_for(self, dataset_hash: str | None) -> str:
+        """``<name>-<10 hex digits>``: a hash of :meth:`content_hash` and ``dataset_hash`` (the
+        dataset's identity, :func:`dataset_identity`; None: no dataset built yet)."""
+        import hashlib
+
+        payload = f"{self.content_hash()}|dataset:{dataset_hash or 'none'}"
+        return f"{self.name}-{hashlib.sha256(payload.encode()).hexdigest()[:10]}"
+
     @property
     def run_id(self) -> str:
-        return f"{self.name}-{self.content_hash()[:10]}"
+        """The run folder's name: the config's settings and the identity of the dataset now in
+        ``dataset_dir`` (its input hash), so the same config on two datasets, or on a rebuilt
+        one, trains into two folders, and two folders holding one dataset (a copy) share one.
+        Before the dataset is built the id is computed without it and changes once it exists."""
+        return self.run_id_for(dataset_identity(self.dataset_dir))
+
+
+def dataset_identity(dataset_dir: str | Path) -> str | None:
+    """The identity of the dataset in ``dataset_dir``: the input hash stage 03 keeps in
+    ``dataset.h5``'s attributes (a hash of its scrape settings and of every calculation's
+    inputs; the splits follow from them), or None when no dataset is there. Reads one attribute:
+    no TensorFlow, no samples."""
+    from magnb._io import h5_attr
+
+    return h5_attr(Path(dataset_dir) / "dataset.h5", "input_hash") or None
 
 
 def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:

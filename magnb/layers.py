@@ -1,8 +1,12 @@
-"""Keras 3 layers for periodic (crystal) grids.
+"""Keras 3 layers for periodic (crystal) grids and for grids cut out of them.
 
 A CHGCAR-derived density lives on a periodic cell, so a convolution over it should wrap around the
 cell rather than pad with zeros. :class:`PeriodicConv3D` computes that circular convolution with
 FFTs, so its cost does not depend on the kernel size: a 60^3 kernel costs the same as a 5^3 one.
+An axis that is not periodic (a cube cut from a crystal, a slab cropped along c) is convolved as
+``Conv3D(padding="same")`` would, with zeros beyond the edge: a linear convolution, by FFT on a
+zero-padded grid whose length depends on the grid only, so that cost does not depend on the kernel
+size either.
 
 Pooling needs no special layer: ``keras.layers.MaxPooling3D`` / ``AveragePooling3D`` with
 ``padding="valid"`` are already exact on periodic data when every grid side is divisible by the pool
@@ -23,7 +27,7 @@ from keras import ops
 
 from magnb.errors import MagnbError
 
-__all__ = ["PeriodicConv3D"]
+__all__ = ["PeriodicConv3D", "fft_length", "same_padding"]
 
 # Up to this many input channels the spectra are mixed by a loop of broadcast products; above it by
 # one matmul per frequency (see PeriodicConv3D._mix_channels).
@@ -41,33 +45,84 @@ def _triple(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
     return out  # type: ignore[return-value]
 
 
+def _periodic_triple(value: bool | Sequence[bool]) -> tuple[bool, bool, bool]:
+    """Normalise a bool or a 3-sequence of bools to a 3-tuple."""
+    if isinstance(value, bool):
+        return (value, value, value)
+    out = tuple(value)
+    # numpy's bool_ (a dataset's attrs read with numpy) counts as a bool; 0 and 1 do not
+    if len(out) != 3 or not all(type(v).__name__ in ("bool", "bool_") for v in out):
+        raise MagnbError(f"periodic must be true/false or 3 of them (x, y, z), got {value!r}")
+    return tuple(bool(v) for v in out)  # type: ignore[return-value]
+
+
+def fft_length(n: int) -> int:
+    """The smallest ``2^a 3^b 5^c >= n``: a length the FFTs of every backend handle fast.
+
+    >>> [fft_length(n) for n in (7, 15, 63, 239)]
+    [8, 15, 64, 240]
+    """
+    m = max(int(n), 1)
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+def same_padding(n: int, k: int, s: int) -> int:
+    """Zeros ``Conv3D(padding="same")`` puts before an axis of ``n`` voxels (kernel ``k``, stride
+    ``s``): half of ``max((ceil(n / s) - 1) * s + k - n, 0)``, rounded down (TensorFlow's and
+    JAX's rule; ``(k - 1) // 2`` at stride 1).
+
+    >>> same_padding(8, 3, 1), same_padding(8, 3, 2), same_padding(9, 3, 2)
+    (1, 0, 1)
+    """
+    out = -(-n // s)
+    return max((out - 1) * s + k - n, 0) // 2
+
+
 @keras.saving.register_keras_serializable(package="magnb")
 class PeriodicConv3D(keras.layers.Layer):
-    """3D convolution with periodic (wrap-around) boundaries, computed by FFT.
+    """3D convolution with periodic (wrap-around) boundaries, computed by FFT; an axis may instead
+    be non-periodic, with zeros beyond its edges.
 
     Input is channels-last ``(batch, nx, ny, nz, cin)`` with static spatial sizes; the output is
     ``(batch, ceil(nx/sx), ceil(ny/sy), ceil(nz/sz), filters)``.
 
-    Semantics match ``keras.layers.Conv3D`` (a cross-correlation) applied to the input wrap-padded
-    by ``c = (k - 1) // 2`` voxels before and ``k - 1 - c`` after along each axis, with
-    ``padding="valid"``::
+    Semantics match ``keras.layers.Conv3D`` (a cross-correlation) with ``padding="valid"`` applied
+    to the input padded along each axis: a **periodic** axis wrap-padded by ``c = (k - 1) // 2``
+    voxels before and ``k - 1 - c`` after, a **non-periodic** axis zero-padded exactly as
+    ``Conv3D(padding="same")`` pads it (``p`` = :func:`same_padding` zeros before, the rest
+    after). Per axis::
 
-        out[i] = bias + sum_k sum_cin x[(s * i + k - c) mod n, cin] * kernel[k, cin, :]
+        periodic:      out[i] = sum_k x[(s * i + k - c) mod n] * kernel[k]
+        non-periodic:  out[i] = sum_k x[s * i + k - p] * kernel[k]   (x = 0 outside 0 .. n-1)
 
-    i.e. the kernel is centred like ``padding="same"`` but the boundary wraps around the cell.
-    Strides keep every ``s``-th voxel of the full-resolution result, starting at 0.
+    summed over the three axes' offsets and the input channels, plus bias. The kernel is centred
+    like ``padding="same"``; a periodic boundary wraps around the cell. Strides keep every
+    ``s``-th voxel of the full-resolution result, starting at 0; at stride 1, ``p = c``, and a
+    layer with no periodic axis is ``Conv3D(padding="same")`` for any strides.
 
     The kernel is zero-padded to the grid and transformed on every call; the product of spectra is
-    summed over input channels and transformed back. The cost is that of ``cin * filters`` grid
-    FFTs plus ``cin + filters`` more, independent of the kernel size, which may be anything up to the
-    grid size along each axis. The FFTs run in float32 (float64 if the layer's compute dtype is
-    float64) whatever the mixed-precision policy, with the weights read at full precision
-    (``autocast=False``); the output has the policy's compute dtype.
+    summed over input channels and transformed back. A non-periodic axis of ``n`` voxels is first
+    zero-padded to :func:`fft_length` ``(2n - 1)`` voxels, enough for any kernel up to ``n``,
+    so that the circular convolution there equals the linear one; its output is cropped back to
+    ``n``. The cost is that of ``cin * filters`` FFTs of the (padded) grid plus ``cin + filters``
+    more, independent of the kernel size, which may be anything up to the grid size along each
+    axis; every non-periodic axis costs about twice a periodic one. The FFTs run in float32
+    (float64 if the layer's compute dtype is float64) whatever the mixed-precision policy, with the
+    weights read at full precision (``autocast=False``); the output has the policy's compute dtype.
 
     Args:
         filters: number of output channels.
         kernel_size: int or 3 ints; each must not exceed the input's spatial size on that axis.
         strides: int or 3 ints; subsampling of the full-resolution output.
+        periodic: bool or 3 bools (x, y, z): which axes wrap around (default all). A dataset
+            records its own as ``periodic_axes`` in ``dataset.h5``'s attributes.
         activation: activation function or its name (as for ``Conv3D``).
         use_bias: whether to add a per-filter bias.
         kernel_initializer, bias_initializer: initializers (as for ``Conv3D``).
@@ -84,6 +139,7 @@ class PeriodicConv3D(keras.layers.Layer):
         filters: int,
         kernel_size: int | Sequence[int],
         strides: int | Sequence[int] = 1,
+        periodic: bool | Sequence[bool] = True,
         activation: Any = None,
         use_bias: bool = True,
         kernel_initializer: Any = "glorot_uniform",
@@ -103,6 +159,7 @@ class PeriodicConv3D(keras.layers.Layer):
         self.filters = int(filters)
         self.kernel_size = _triple(kernel_size, "kernel_size")
         self.strides = _triple(strides, "strides")
+        self.periodic = _periodic_triple(periodic)
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -133,8 +190,8 @@ class PeriodicConv3D(keras.layers.Layer):
             if k > n:
                 raise MagnbError(
                     f"{self.name}: kernel_size {self.kernel_size} is larger than the input grid "
-                    f"{grid} along axis {axis} ({k} > {n}); a periodic kernel can be at most "
-                    "one cell wide"
+                    f"{grid} along axis {axis} ({k} > {n}); a kernel can be at most one "
+                    "grid wide"
                 )
         return int(grid[0]), int(grid[1]), int(grid[2]), int(cin)
 
@@ -142,6 +199,17 @@ class PeriodicConv3D(keras.layers.Layer):
         """Create the kernel ``(kx, ky, kz, cin, filters)`` and bias ``(filters,)``."""
         nx, ny, nz, cin = self._check_input_shape(input_shape)
         self.grid = (nx, ny, nz)
+        # the FFT grid: a non-periodic axis zero-padded so that no kernel up to n wraps around
+        self.fft_grid = tuple(
+            n if p else fft_length(2 * n - 1) for n, p in zip(self.grid, self.periodic, strict=True)
+        )
+        # kernel index that lands on output voxel 0 (before striding), per axis
+        self.offsets = tuple(
+            (k - 1) // 2 if p else same_padding(n, k, s)
+            for n, k, s, p in zip(
+                self.grid, self.kernel_size, self.strides, self.periodic, strict=True
+            )
+        )
         self.kernel = self.add_weight(
             name="kernel",
             shape=(*self.kernel_size, cin, self.filters),
@@ -200,35 +268,36 @@ class PeriodicConv3D(keras.layers.Layer):
         return ops.irfft((re, im), fft_length=nz)
 
     @staticmethod
-    def _wrap_place(t: Any, axis: int, n: int, k: int) -> Any:
+    def _wrap_place(t: Any, axis: int, n: int, k: int, c: int) -> Any:
         """Zero-pad ``axis`` from ``k`` to ``n`` and roll so that kernel index ``c`` lands on 0.
 
-        ``g[m] = w[(m + c) mod n]`` with ``c = (k - 1) // 2``: then ``out[i] = sum_j x[j] g[j - i]``
-        is the centred cross-correlation, whose spectrum is ``X * conj(G)``.
+        ``g[m] = w[(m + c) mod n]``: then ``out[i] = sum_j x[j] g[j - i]`` is the cross-correlation
+        with kernel index ``c`` on voxel ``i``, whose spectrum is ``X * conj(G)``.
         """
         if n > k:
             pads = [(0, 0)] * len(t.shape)
             pads[axis] = (0, n - k)
             t = ops.pad(t, pads)
-        c = (k - 1) // 2
         return ops.roll(t, shift=-c, axis=axis) if c else t
 
     def _kernel_spectrum(self, dtype: str) -> tuple[Any, Any]:
         """Spectrum of the kernel, zero-padded to the grid and rolled so its centre sits at 0.
 
-        Returns parts shaped ``(cin, filters, nz//2+1, nx, ny)``. The z transform runs before the
-        x and y padding, on ``kx * ky`` lines instead of ``nx * ny``.
+        Returns parts shaped ``(cin, filters, nz//2+1, nx, ny)`` over the FFT grid (the input grid
+        with its non-periodic axes zero-padded). The z transform runs before the x and y padding,
+        on ``kx * ky`` lines instead of ``nx * ny``.
         """
-        (nx, ny, nz), (kx, ky, kz) = self.grid, self.kernel_size
+        (nx, ny, nz), (kx, ky, kz) = self.fft_grid, self.kernel_size
+        cx, cy, cz = self.offsets
         w = ops.cast(self.kernel, dtype)
         w = ops.transpose(w, (3, 4, 0, 1, 2))  # (cin, filters, kx, ky, kz)
-        w = self._wrap_place(w, 4, nz, kz)
+        w = self._wrap_place(w, 4, nz, kz, cz)
         re, im = ops.rfft(w)  # (cin, filters, kx, ky, nz//2+1)
         parts = []
         for t in (re, im):
             t = ops.transpose(t, (0, 1, 4, 2, 3))  # (cin, filters, nz//2+1, kx, ky)
-            t = self._wrap_place(t, 3, nx, kx)
-            parts.append(self._wrap_place(t, 4, ny, ky))
+            t = self._wrap_place(t, 3, nx, kx, cx)
+            parts.append(self._wrap_place(t, 4, ny, ky, cy))
         return ops.fft2((parts[0], parts[1]))
 
     @staticmethod
@@ -278,20 +347,26 @@ class PeriodicConv3D(keras.layers.Layer):
         return back(yr), back(yi)
 
     def call(self, inputs: Any) -> Any:
-        """Circular cross-correlation of ``inputs`` with the kernel, then strides, bias, activation."""
+        """Cross-correlation of ``inputs`` with the kernel (circular along periodic axes, linear
+        with zeros beyond the edges along the others), then strides, bias, activation."""
         out_dtype = self.compute_dtype
         dtype = self._fft_dtype()
-        nz = self.grid[2]
+        nz = self.fft_grid[2]
         x = ops.cast(inputs, dtype)
         x = ops.transpose(x, (0, 4, 1, 2, 3))  # (batch, cin, nx, ny, nz)
+        if self.fft_grid != self.grid:  # zeros beyond the non-periodic edges
+            pads = [(0, 0), (0, 0)] + [
+                (0, f - n) for f, n in zip(self.fft_grid, self.grid, strict=True)
+            ]
+            x = ops.pad(x, pads)
         xr, xi = self._rfft3(x)  # (batch, cin, kz, nx, ny)
         gr, gi = self._kernel_spectrum(dtype)  # (cin, filters, kz, nx, ny)
         yr, yi = self._mix_channels(xr, xi, gr, gi)  # (batch, filters, kz, nx, ny)
-        y = self._irfft3(yr, yi, nz)  # (batch, filters, nx, ny, nz)
+        y = self._irfft3(yr, yi, nz)  # (batch, filters, nx, ny, nz) over the FFT grid
         y = ops.transpose(y, (0, 2, 3, 4, 1))
-        sx, sy, sz = self.strides
-        if (sx, sy, sz) != (1, 1, 1):
-            y = y[:, ::sx, ::sy, ::sz, :]
+        (nx, ny, nz), (sx, sy, sz) = self.grid, self.strides
+        if self.fft_grid != self.grid or (sx, sy, sz) != (1, 1, 1):
+            y = y[:, 0:nx:sx, 0:ny:sy, 0:nz:sz, :]
         y = ops.cast(y, out_dtype)
         if self.bias is not None:
             y = y + ops.cast(self.bias, out_dtype)
@@ -309,6 +384,7 @@ class PeriodicConv3D(keras.layers.Layer):
                 "filters": self.filters,
                 "kernel_size": list(self.kernel_size),
                 "strides": list(self.strides),
+                "periodic": list(self.periodic),
                 "activation": keras.activations.serialize(self.activation),
                 "use_bias": self.use_bias,
                 "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),

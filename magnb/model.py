@@ -1,10 +1,15 @@
 """Keras 3 models for periodic densities, built from a :class:`magnb.config.TrainConfig`.
 
-- ``default``: a few blocks of :class:`PeriodicConv3D` (wrap-around convolution) and max pooling,
+Every convolution is a :class:`PeriodicConv3D` with the dataset's own boundaries: it wraps
+around along the axes the dataset records as periodic (``periodic_axes`` in ``dataset.h5``; a
+whole cell is periodic along a, b, c) and pads with zeros along the others (a cube cut from a
+crystal has none, a slab cropped along c is not periodic along c).
+
+- ``default``: a few blocks of :class:`PeriodicConv3D` and max pooling,
   then global average pooling (a density's label does not depend on where the cell starts), a
   small dense head. It learns the demo's tasks in minutes on two CPU cores.
 - ``seed_base``: the seed project's base model in spirit: 3 filters of 40^3 on a 120^3 x 2 input,
-  pool 2, flatten, dense softmax; but periodic, so the 40^3 kernels cost what 3^3 ones do.
+  pool 2, flatten, dense softmax; but by FFT, so the 40^3 kernels cost what 3^3 ones do.
 
 Pooling with ``padding="valid"`` is exact on periodic grids whose sides divide by the pool size;
 :func:`check_model_fits` says so before training when they do not.
@@ -64,18 +69,30 @@ def check_model_fits(config: TrainConfig, input_shape: tuple[int, int, int, int]
 
 
 def build_model(
-    config: TrainConfig, input_shape: tuple[int, int, int, int], n_classes: int
+    config: TrainConfig,
+    input_shape: tuple[int, int, int, int],
+    n_classes: int,
+    periodic_axes: tuple[bool, bool, bool] = (True, True, True),
 ) -> keras.Model:
-    """The network ``config.model`` for samples of ``input_shape`` (X, Y, Z, C).
+    """The network ``config.model`` for samples of ``input_shape`` (X, Y, Z, C) whose axes wrap
+    around where ``periodic_axes`` says so (the dataset's ``periodic_axes`` attribute; stage 04
+    passes it), with zeros beyond the edges of the others.
 
     Classification heads end in a softmax over ``n_classes``; regression heads in one linear unit.
     """
+    periodic = tuple(bool(p) for p in periodic_axes)
+    if len(periodic) != 3:
+        raise MagnbError(f"periodic_axes must be 3 true/false values, not {periodic_axes!r}")
     check_model_fits(config, input_shape)
     inputs = keras.Input(shape=input_shape, name="density")
     x = inputs
     for i, (filters, kernel, pool) in enumerate(_blocks(config)):
         x = PeriodicConv3D(
-            filters, kernel, activation=config.activation, name=f"periodic_conv_{i + 1}"
+            filters,
+            kernel,
+            periodic=periodic,
+            activation=config.activation,
+            name=f"periodic_conv_{i + 1}",
         )(x)
         if pool > 1:
             x = keras.layers.MaxPooling3D(pool, name=f"pool_{i + 1}")(x)

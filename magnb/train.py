@@ -2,12 +2,16 @@
 keep everything a run needs to be trusted later in ``runs/<run_id>/``:
 
 ``config.yaml``, ``model.keras`` (best epoch on val_loss, loadable in safe mode), ``history.csv``,
-``metrics.json`` (model and baselines on the same test split), ``environment.json`` (versions,
-backend, devices, git commit, dataset hash) and, when run by papermill, the executed notebook.
+``metrics.json`` (model and baselines on the same test split, every metric with its n and 95 %
+interval, and a warning when the test split is small), ``environment.json`` (versions, backend,
+devices, git commit, the dataset's identity) and, when run by papermill, the executed notebook.
+:func:`cross_validate` instead trains once per k-fold column and reports mean and spread.
 
-The run id is ``<name>-<hash of the config>``: re-running a config finds its own folder, so a job
-killed or requeued mid-training resumes from its last finished epoch (Keras' BackupAndRestore)
-and a finished run is not trained twice (unless ``force``).
+The run id is ``<name>-<hash of the config and of the dataset's identity>`` (its input hash,
+:func:`magnb.config.dataset_identity`): re-running a config on the same dataset finds its own
+folder, so a job killed or requeued mid-training resumes from its last finished epoch (Keras'
+BackupAndRestore) and a finished run is not trained twice (unless ``force``); the same config on
+another dataset, or on a rebuilt one, trains into a folder of its own.
 """
 
 from __future__ import annotations
@@ -79,10 +83,76 @@ def dataset_info(dataset_dir: Path) -> dict[str, Any]:
             "shape": tuple(int(n) for n in f["samples"].shape[1:]),
             "n": int(f["samples"].shape[0]),
             "channels": tuple(json.loads(f.attrs["channels"])),
+            "periodic_axes": tuple(bool(p) for p in json.loads(f.attrs["periodic_axes"])),
             "threshold": float(settings.get("threshold", 4.0)),
             "input_hash": str(f.attrs["input_hash"]),
             "table_sha256": sha256_file(dataset_dir / "table.parquet"),
         }
+
+
+def dataset_record(dataset_dir: Path) -> dict[str, Any]:
+    """What identifies the dataset in ``dataset_dir``, kept in a run's ``environment.json`` so
+    that a later mismatch can say what changed: its input hash, the scrape settings that built it
+    and the input hash (first 16 hex digits) of each calculation in it."""
+    import h5py
+    import yaml
+
+    with h5py.File(dataset_dir / "dataset.h5", "r") as f:
+        settings = yaml.safe_load(str(f.attrs.get("config", ""))) or {}
+        input_hash = str(f.attrs.get("input_hash", ""))
+    table = pd.read_parquet(dataset_dir / "table.parquet")
+    hashes = table["input_hash"] if "input_hash" in table else pd.Series([""] * len(table))
+    calcs = {
+        str(c): (h[:16] if isinstance(h, str) else "")
+        for c, h in zip(table["calc_id"], hashes, strict=True)
+    }
+    return {"input_hash": input_hash, "settings": settings, "calcs": calcs}
+
+
+def _some(ids: list[str], at_most: int = 3) -> str:
+    more = f" and {len(ids) - at_most} more" if len(ids) > at_most else ""
+    return ", ".join(ids[:at_most]) + more
+
+
+def describe_dataset_change(trained: dict[str, Any], current: dict[str, Any]) -> str:
+    """What differs between records of :func:`dataset_record`, in one line: the scrape settings
+    that changed (old -> new), the calculations added, removed or with changed inputs. A record
+    without details (a run from before they were kept) gives the two input hashes only."""
+    parts: list[str] = []
+    old_s, new_s = trained.get("settings"), current.get("settings")
+    detailed = isinstance(old_s, dict) and isinstance(trained.get("calcs"), dict)
+    if detailed:
+        changed = [
+            f"{k} {old_s.get(k)!r} -> {new_s.get(k)!r}"
+            for k in sorted(set(old_s) | set(new_s))
+            if old_s.get(k) != new_s.get(k)
+        ]
+        if changed:
+            parts.append("scrape settings changed: " + "; ".join(changed))
+        old_c, new_c = trained["calcs"], current["calcs"]
+        for what, ids in (
+            ("added", sorted(set(new_c) - set(old_c))),
+            ("removed", sorted(set(old_c) - set(new_c))),
+            (
+                "with changed inputs",
+                sorted(c for c in set(old_c) & set(new_c) if old_c[c] != new_c[c]),
+            ),
+        ):
+            if ids:
+                parts.append(f"{len(ids)} calculation(s) {what} ({_some(ids)})")
+    old_h, new_h = str(trained.get("input_hash", "")), str(current.get("input_hash", ""))
+    if not parts:
+        if detailed:
+            parts.append(
+                f"same settings and calculations, but the input hash changed ({old_h[:12]} -> "
+                f"{new_h[:12]}): another dataset format or magnb version built it"
+            )
+        else:
+            parts.append(
+                f"input hash {old_h[:12]} -> {new_h[:12]} (the run kept no more detail about "
+                "its dataset)"
+            )
+    return "; ".join(parts)
 
 
 def check_finite(dataset_dir: Path) -> None:
@@ -130,6 +200,7 @@ def preflight(config: TrainConfig) -> dict[str, Any]:
                 config.dataset_dir / "table.parquet",
             )
     check_finite(config.dataset_dir)
+    info["record"] = dataset_record(config.dataset_dir)
     info["sizes"] = {k: (0 if v is None else len(v.table)) for k, v in splits.items()}
     return info
 
@@ -227,6 +298,7 @@ def environment_record(strategy: Any, info: dict[str, Any]) -> dict[str, Any]:
         "git_commit": git_commit(),
         "dataset_hash": info["input_hash"],
         "table_sha256": info["table_sha256"],
+        "dataset": info["record"],
     }
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
@@ -291,19 +363,26 @@ def trained_on_other_data(config: TrainConfig) -> str | None:
     """Why the run in ``config``'s run folder, finished or interrupted with a backup, does not
     belong to the dataset now in ``config.dataset_dir`` (it was trained on another one, or on an
     earlier build of it); None when it does or there is no such run."""
-    run_dir = config.runs_dir / config.run_id
+    run_id = config.run_id
+    run_dir = config.runs_dir / run_id
     record = run_dir / "environment.json"
     finished = (run_dir / "metrics.json").is_file()
     if not (finished or (run_dir / "backup").is_dir()) or not record.is_file():
         return None
-    trained = json.loads(record.read_text()).get("dataset_hash")
+    env = json.loads(record.read_text())
+    trained = env.get("dataset_hash")
     current = h5_attr(config.dataset_dir / "dataset.h5", "input_hash")
     if not trained or not current or trained == current:
         return None
+    # the run id covers the dataset's identity, so this takes a folder made by hand (a copy) or
+    # a dataset rebuilt between the id and this check
     how = "was trained" if finished else "was interrupted while training"
+    what = describe_dataset_change(
+        env.get("dataset") or {"input_hash": trained}, dataset_record(config.dataset_dir)
+    )
     return (
-        f"run {config.run_id} {how} on dataset {trained[:12]}, but {config.dataset_dir} now "
-        f"holds dataset {current[:12]}"
+        f"run folder {run_id} holds a run that {how} on dataset {trained[:12]}, but the "
+        f"dataset in {config.dataset_dir} is {current[:12]}: {what}"
     )
 
 
@@ -313,23 +392,21 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
     One writer per run folder (a lock); a disk that fills up or fails stops it with a
     MagnbError naming the file, and running it again finishes the run as if never stopped.
     """
-    run_dir = config.runs_dir / config.run_id
+    run_dir = config.runs_dir / config.run_id  # read once: the id reads the dataset's identity
     with stage_lock(run_dir, "train"), user_os_errors("cannot write the run", run_dir):
         remove_temporaries(run_dir)
-        return _train(config, progress)
+        return _train(config, progress, run_dir)
 
 
-def _train(config: TrainConfig, progress: bool) -> RunResult:
+def _train(config: TrainConfig, progress: bool, run_dir: Path) -> RunResult:
     import keras
 
     from magnb.baselines import evaluate_all
     from magnb.dataset import LABEL_CLASSES, DensityDataset
     from magnb.model import build_model, is_classification
 
-    run_dir = config.runs_dir / config.run_id
     metrics_path = run_dir / "metrics.json"
-    # the run id names the settings, not the data: a run of other data is neither handed back
-    # as this dataset's nor resumed on it
+    # a run of other data is neither handed back as this dataset's nor resumed on it
     other_data = trained_on_other_data(config)
     if other_data and not config.force:
         raise MagnbError(
@@ -385,7 +462,7 @@ def _train(config: TrainConfig, progress: bool) -> RunResult:
 
     scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
     with scope:
-        model = build_model(config, info["shape"], n_classes)
+        model = build_model(config, info["shape"], n_classes, info["periodic_axes"])
         if classification:
             loss = keras.losses.SparseCategoricalCrossentropy()
             metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
@@ -460,7 +537,7 @@ def _train(config: TrainConfig, progress: bool) -> RunResult:
     trained_epochs = len(read_history(run_dir))
     samples_seen = len(train_data.table) * max(1, len(losses))
     metrics = {
-        "run_id": config.run_id,
+        "run_id": run_dir.name,
         "label": config.label,
         "task": "classification" if classification else "regression",
         "model": config.model,
@@ -474,11 +551,193 @@ def _train(config: TrainConfig, progress: bool) -> RunResult:
         "train_samples_per_second": samples_seen / seconds if seconds > 0 else None,
         "sizes": info["sizes"],
         "test": results,
+        "warnings": sorted({e["small_sample_warning"] for e in results.values()} - {None}),
     }
     with atomic_write(metrics_path, "w") as fh:
         json.dump(metrics, fh, indent=2)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return RunResult(run_dir, metrics, read_history(run_dir), resumed_from_epoch=done_before)
+
+
+# --------------------------------------------------------------------------------------------
+# k-fold cross-validation
+
+#: the metrics a cross-validation summarizes over the folds, per task
+CV_METRICS = {
+    "classification": ("accuracy", "balanced_accuracy", "roc_auc"),
+    "regression": ("mae", "rmse", "r2"),
+}
+
+
+@dataclass
+class CVResult:
+    run_dir: Path
+    metrics: dict[str, Any]
+
+    def summary(self) -> str:
+        return format_cv_table(self.metrics)
+
+
+def fold_rows(dataset_dir: Path) -> dict[int, np.ndarray]:
+    """Fold index -> positions of its rows among the dataset's usable rows (status ok, with a
+    sample: what ``DensityDataset(split=None, rows=...)`` indexes); MagnbError when the dataset
+    has no k-fold columns."""
+    from magnb.dataset import read_table
+
+    table = read_table(dataset_dir)
+    table = table[(table["status"] == "ok") & (table["sample"] >= 0)]
+    folds = table["fold"].to_numpy() if "fold" in table else np.full(len(table), -1)
+    present = sorted(int(f) for f in np.unique(folds) if f >= 0)
+    if len(present) < 2:
+        raise MagnbError(
+            "the dataset has no k-fold columns (fold = -1 everywhere): rebuild it with "
+            "kfold: 5 (or any k >= 2 up to the number of formulas) in the scrape config",
+            dataset_dir / "table.parquet",
+        )
+    return {f: np.flatnonzero(folds == f) for f in present}
+
+
+def cross_validate(config: TrainConfig, progress: bool = True) -> CVResult:
+    """Train and evaluate ``config`` once per fold of the dataset's ``fold`` column (each fold is
+    the test set once, the other folds train; the train/val/test split is ignored), with the
+    majority, physics and descriptor baselines on the same folds, and summarize each method's
+    metrics over the folds as mean, standard deviation (n - 1), min and max.
+
+    Each fold trains for ``config.epochs`` epochs and is scored with its last weights (no
+    validation set, no checkpoint, no resume). The stored normalization of the dataset was fitted
+    on its ``train`` split, which overlaps every fold's test rows a little. Writes
+    ``<runs_dir>/<run_id>-cv/cv.json`` (and ``config.yaml``) and returns it.
+    """
+    import keras
+    import yaml
+
+    from magnb.baselines import evaluate_all, task_for
+    from magnb.dataset import LABEL_CLASSES, DensityDataset
+    from magnb.model import build_model, is_classification
+
+    info = preflight(config)
+    folds = fold_rows(config.dataset_dir)
+    run_dir = config.runs_dir / f"{config.run_id}-cv"
+    classification = is_classification(config.label)
+    n_classes = len(LABEL_CLASSES[config.label]) if classification else 1
+    per_fold: list[dict[str, Any]] = []
+    for fold, test_rows in folds.items():
+        train_rows = np.concatenate([r for f, r in folds.items() if f != fold])
+        keras.utils.set_random_seed(config.seed + fold)
+        options = {"label": config.label, "batch_size": config.batch_size, "split": None}
+        train_data = DensityDataset(
+            config.dataset_dir,
+            rows=train_rows,
+            shuffle=True,
+            augment=config.augment,
+            seed=config.seed,
+            **options,
+        )
+        test_data = DensityDataset(config.dataset_dir, rows=test_rows, shuffle=False, **options)
+        model = build_model(config, info["shape"], n_classes, info["periodic_axes"])
+        if classification:
+            loss: Any = keras.losses.SparseCategoricalCrossentropy()
+        else:
+            loss = keras.losses.MeanSquaredError()
+        model.compile(optimizer=_optimizer(config, len(train_data)), loss=loss)
+        class_weight = (
+            _class_weights(train_data.labels)
+            if (classification and config.class_weight == "balanced")
+            else None
+        )
+        if progress:
+            print(f"fold {fold}: {len(train_data.table)} training, {len(test_data.table)} test")
+        model.fit(
+            train_data,
+            epochs=config.epochs,
+            class_weight=class_weight,
+            verbose=2 if progress else 0,
+        )
+        predictions = model.predict(test_data, verbose=0)
+        output = predictions if n_classes > 2 else predictions[:, 1 if classification else 0]
+        results = evaluate_all(
+            config.dataset_dir,
+            config.label,
+            info["threshold"],
+            output,
+            split=f"fold {fold}",
+            rows=(train_rows, test_rows),
+        )
+        per_fold.append({"fold": fold, "test": results})
+    task = task_for(config.label)
+    summary: dict[str, Any] = {}
+    for method in per_fold[0]["test"]:
+        entry: dict[str, Any] = {"folds": len(per_fold)}
+        entry["n"] = [f["test"][method]["n"] for f in per_fold]
+        for metric in CV_METRICS[task]:
+            values = [f["test"][method].get(metric) for f in per_fold]
+            finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+            entry[metric] = {
+                "per_fold": values,
+                "mean": float(np.mean(finite)) if finite else None,
+                "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else None,
+                "min": min(finite) if finite else None,
+                "max": max(finite) if finite else None,
+            }
+        summary[method] = entry
+    warnings = [
+        f"fold {f['fold']}: {w}"
+        for f in per_fold
+        for w in sorted({e["small_sample_warning"] for e in f["test"].values()} - {None})
+    ]
+    metrics = {
+        "run_id": run_dir.name,
+        "label": config.label,
+        "task": task,
+        "model": config.model,
+        "folds": len(per_fold),
+        "summary": summary,
+        "per_fold": per_fold,
+        "warnings": warnings,
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(run_dir / "config.yaml", "w") as fh:
+        yaml.safe_dump(to_mapping(config), fh, sort_keys=False)
+    with atomic_write(run_dir / "cv.json", "w") as fh:
+        json.dump(metrics, fh, indent=2)
+    return CVResult(run_dir, metrics)
+
+
+def format_cv_table(metrics: dict[str, Any]) -> str:
+    """A markdown table of :func:`cross_validate`'s summary: one row per method, each metric as
+    ``mean +/- sd [min, max]`` over the folds, then the test samples per fold and the warnings."""
+    keys = CV_METRICS[metrics["task"]]
+    names = {"balanced_accuracy": "balanced accuracy", "roc_auc": "ROC-AUC", "r2": "R^2"}
+    head = ["method", "folds", *(names.get(k, k.replace("_", " ")) for k in keys)]
+    lines = [
+        f"{metrics['run_id']}: {metrics['label']}, {metrics['folds']}-fold cross-validation "
+        "(each fold the test set once)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] * len(head)) + "|",
+    ]
+
+    def cell(stats: dict[str, Any]) -> str:
+        if stats["mean"] is None:
+            return "n/a"
+        sd = "n/a" if stats["std"] is None else f"{stats['std']:.3f}"
+        return f"{stats['mean']:.3f} +/- {sd} [{stats['min']:.2f}, {stats['max']:.2f}]"
+
+    first = ["model", "majority", "physics", "descriptor"]
+    summary = metrics["summary"]
+    order = [m for m in first if m in summary] + [m for m in summary if m not in first]
+    for method in order:
+        entry = summary[method]
+        lines.append(
+            "| " + " | ".join([method, str(entry["folds"]), *(cell(entry[k]) for k in keys)]) + " |"
+        )
+    n = next(iter(summary.values()))["n"]
+    lines.append(
+        f"\n[mean +/- standard deviation over the folds, [min, max]; test samples per "
+        f"fold: {', '.join(map(str, n))}]"
+    )
+    lines += [f"warning: {w}" for w in metrics["warnings"]]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------

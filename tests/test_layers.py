@@ -1,8 +1,11 @@
-"""PeriodicConv3D against the obvious oracle: Conv3D(padding="valid") on wrap-padded input.
+"""PeriodicConv3D against the obvious oracle: Conv3D(padding="valid") on padded input.
 
-The oracle pads with ``keras.ops.take`` over wrapped indices (the same as ``np.pad(mode="wrap")``
-with ``(c, k - 1 - c)``, c = (k - 1) // 2) so that gradients with respect to the unpadded input
-flow through it. Values and gradients (kernel, bias, input) must agree to float32 precision.
+The oracle pads a periodic axis with ``keras.ops.take`` over wrapped indices (the same as
+``np.pad(mode="wrap")`` with ``(c, k - 1 - c)``, c = (k - 1) // 2) and a non-periodic axis with
+zeros as ``Conv3D(padding="same")`` pads it (worked out here from the output size, not taken from
+the layer), so that gradients with respect to the unpadded input flow through it. Values and
+gradients (kernel, bias, input) must agree to float32 precision. A layer with no periodic axis is
+also compared with ``Conv3D(padding="same")`` itself.
 
 This process runs on the default (TensorFlow) backend; the JAX backend is checked in a subprocess
 that imports this module with KERAS_BACKEND=jax and runs a few of the same cases.
@@ -32,13 +35,24 @@ def _triple(v: int | tuple[int, int, int]) -> tuple[int, int, int]:
     return (v, v, v) if isinstance(v, int) else tuple(v)
 
 
-def wrap_pad(x: Any, kernel_size: tuple[int, int, int]) -> Any:
-    """Periodic padding of a channels-last 5D tensor by (c, k-1-c) per axis, differentiably."""
-    for axis, k in zip((1, 2, 3), kernel_size, strict=True):
+def mixed_pad(
+    x: Any,
+    kernel_size: tuple[int, int, int],
+    strides: tuple[int, int, int],
+    periodic: tuple[bool, bool, bool],
+) -> Any:
+    """Wrap-pad the periodic axes, zero-pad the others as Conv3D(padding="same") would."""
+    for axis, k, s, p in zip((1, 2, 3), kernel_size, strides, periodic, strict=True):
         n = x.shape[axis]
-        c = (k - 1) // 2
-        idx = np.arange(-c, n + k - 1 - c) % n
-        x = ops.take(x, idx, axis=axis)
+        if p:
+            c = (k - 1) // 2
+            x = ops.take(x, np.arange(-c, n + k - 1 - c) % n, axis=axis)
+        else:
+            out = -(-n // s)  # "same": ceil(n / s) outputs
+            total = max((out - 1) * s + k - n, 0)  # the fewest zeros that give that many
+            pads = [(0, 0)] * 5
+            pads[axis] = (total // 2, total - total // 2)
+            x = ops.pad(x, pads)
     return x
 
 
@@ -86,21 +100,49 @@ def compare_with_oracle(
     activation: str | None = None,
     batch: int = 2,
     seed: int = 0,
+    periodic: bool | tuple[bool, bool, bool] = True,
+    oracle_padding: str = "valid",
 ) -> dict[str, float]:
-    """Max error of each compared quantity, relative to that quantity's largest magnitude."""
+    """Max error of each compared quantity, relative to that quantity's largest magnitude.
+
+    ``oracle_padding="valid"``: the oracle is Conv3D(padding="valid") on :func:`mixed_pad`'s
+    input; ``"same"``: Conv3D(padding="same") on the input itself (``periodic`` must be False).
+    """
     rng = np.random.default_rng(seed)
     ks = _triple(kernel_size)
+    st = _triple(strides)
+    per = (periodic,) * 3 if isinstance(periodic, bool) else tuple(periodic)
     x = rng.standard_normal((batch, *grid, cin)).astype("float32")
     layer = PeriodicConv3D(
-        filters, kernel_size, strides=strides, use_bias=use_bias, activation=activation
+        filters,
+        kernel_size,
+        strides=strides,
+        periodic=periodic,
+        use_bias=use_bias,
+        activation=activation,
     )
     layer.build(x.shape)
     layer.kernel.assign(rng.standard_normal(layer.kernel.shape).astype("float32"))
     oracle = keras.layers.Conv3D(
-        filters, ks, strides=strides, padding="valid", use_bias=use_bias, activation=activation
+        filters,
+        ks,
+        strides=strides,
+        padding=oracle_padding,
+        use_bias=use_bias,
+        activation=activation,
     )
-    padded_shape = (batch, *(n + k - 1 for n, k in zip(grid, ks, strict=True)), cin)
-    oracle.build(padded_shape)
+    if oracle_padding == "same":
+        assert not any(per), "Conv3D(padding='same') is the oracle of non-periodic axes only"
+
+        def pre(t: Any) -> Any:
+            return t
+
+    else:
+
+        def pre(t: Any) -> Any:
+            return mixed_pad(t, ks, st, per)
+
+    oracle.build(tuple(pre(np.zeros((1, *grid, cin), "float32")).shape))
     oracle.kernel.assign(layer.kernel.value)
     if use_bias:
         layer.bias.assign(rng.standard_normal(filters).astype("float32"))
@@ -109,7 +151,7 @@ def compare_with_oracle(
     out_shape = layer.compute_output_shape(x.shape)
     r = rng.standard_normal(out_shape).astype("float32")
     got = _loss_and_grads(layer, lambda t: t, x, r)
-    want = _loss_and_grads(oracle, lambda t: wrap_pad(t, ks), x, r)
+    want = _loss_and_grads(oracle, pre, x, r)
     errors = {}
     for key, w in want.items():
         g = got[key]
@@ -146,6 +188,96 @@ def test_matches_wrap_padded_conv3d(
     errors = compare_with_oracle(grid, kernel_size, strides, cin, filters, use_bias)
     assert all(e < RTOL for e in errors.values()), errors
     assert set(errors) == {"output", "kernel", "input"} | ({"bias"} if use_bias else set())
+
+
+# grid, kernel_size, strides, cin, filters, periodic
+MIXED_CASES = [
+    ((8, 8, 8), 3, 1, 2, 2, (True, True, False)),  # a slab cropped along c
+    ((8, 8, 8), 3, 1, 1, 2, False),  # a cube cut from a crystal
+    ((9, 8, 10), (5, 2, 4), 1, 2, 3, (False, True, False)),  # even kernels: c != k - 1 - c
+    ((8, 9, 10), (8, 9, 10), 1, 1, 2, (False, True, False)),  # kernel = the whole grid
+    ((8, 9, 7), 3, 2, 2, 2, False),  # strides: "same" pads 0 before on even n, 1 on odd
+    ((10, 8, 9), (4, 3, 5), (2, 3, 2), 2, 3, (True, False, False)),
+    ((8, 8, 9), 4, (1, 2, 3), 6, 2, (False, False, True)),  # the matmul path
+    ((1, 6, 6), (1, 3, 3), 1, 1, 1, (False, True, False)),  # an axis of one voxel
+]
+
+
+@pytest.mark.parametrize(
+    ("grid", "kernel_size", "strides", "cin", "filters", "periodic"), MIXED_CASES
+)
+def test_mixed_boundaries_match_padded_conv3d(
+    grid: tuple[int, int, int],
+    kernel_size: int | tuple[int, int, int],
+    strides: int | tuple[int, int, int],
+    cin: int,
+    filters: int,
+    periodic: bool | tuple[bool, bool, bool],
+) -> None:
+    """Wrap-around along the periodic axes, zeros beyond the edges along the others."""
+    errors = compare_with_oracle(grid, kernel_size, strides, cin, filters, periodic=periodic)
+    assert all(e < RTOL for e in errors.values()), errors
+    assert set(errors) == {"output", "kernel", "bias", "input"}
+
+
+@pytest.mark.parametrize(
+    ("grid", "kernel_size", "strides"),
+    [((8, 8, 8), 3, 1), ((8, 9, 10), (4, 5, 2), 1), ((9, 8, 7), (3, 4, 5), (2, 3, 2))],
+)
+def test_no_periodic_axis_is_conv3d_same(
+    grid: tuple[int, int, int],
+    kernel_size: int | tuple[int, int, int],
+    strides: int | tuple[int, int, int],
+) -> None:
+    """With no periodic axis the layer is Keras' own Conv3D(padding="same"), strides included."""
+    errors = compare_with_oracle(
+        grid, kernel_size, strides, 2, 3, periodic=False, oracle_padding="same"
+    )
+    assert all(e < RTOL for e in errors.values()), errors
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_boundaries_match_padded_conv3d(seed: int) -> None:
+    """Random grids, kernels, strides and periodicity (seeded, so a failure reproduces)."""
+    rng = np.random.default_rng(100 + seed)
+    grid = tuple(int(n) for n in rng.integers(3, 11, size=3))
+    kernel = tuple(int(rng.integers(1, n + 1)) for n in grid)
+    strides = tuple(int(s) for s in rng.integers(1, 4, size=3))
+    periodic = tuple(bool(p) for p in rng.integers(0, 2, size=3))
+    cin, filters = int(rng.integers(1, 7)), int(rng.integers(1, 4))
+    errors = compare_with_oracle(grid, kernel, strides, cin, filters, periodic=periodic, seed=seed)
+    case = dict(grid=grid, kernel=kernel, strides=strides, periodic=periodic, cin=cin)
+    assert all(e < RTOL for e in errors.values()), (case, errors)
+
+
+def test_non_periodic_edge_sees_zeros_not_the_far_face() -> None:
+    """A delta at the last voxel of a non-periodic axis reaches no output voxel at index 0 (it
+    does along a periodic axis): the cube's opposite faces are not neighbours."""
+    x = np.zeros((1, 8, 8, 8, 1), "float32")
+    x[0, 7, 4, 4, 0] = 1.0
+    out = {}
+    for periodic in ((True, True, True), (False, True, True)):
+        layer = PeriodicConv3D(1, 3, periodic=periodic, use_bias=False, kernel_initializer="ones")
+        out[periodic] = np.asarray(layer(x))[0, :, :, :, 0]
+    assert out[(True, True, True)][0, 4, 4] == pytest.approx(1.0, abs=1e-5)
+    assert abs(out[(False, True, True)][0, 4, 4]) < 1e-5
+    assert out[(False, True, True)][6, 4, 4] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_non_periodic_fft_grid_does_not_depend_on_the_kernel() -> None:
+    """The zero-padded FFT grid is a function of the input grid only (the cost claim)."""
+    grids = set()
+    for k in (1, 3, 8, 15):
+        layer = PeriodicConv3D(1, k, periodic=(False, True, False))
+        layer.build((1, 15, 15, 15, 1))
+        grids.add(layer.fft_grid)
+    assert grids == {(30, 15, 30)}
+
+
+@pytest.mark.parametrize("bad", [(True, False), (1, 0, 1), "yes"])
+def test_bad_periodic_raises(bad: Any) -> None:
+    with pytest.raises(MagnbError, match="periodic"):
+        PeriodicConv3D(2, 3, periodic=bad)
 
 
 def test_activation_applied() -> None:
@@ -199,6 +331,7 @@ def test_config_round_trip() -> None:
         3,
         (5, 4, 3),
         strides=2,
+        periodic=(True, False, True),
         activation="relu",
         use_bias=False,
         kernel_initializer="he_normal",
@@ -209,6 +342,10 @@ def test_config_round_trip() -> None:
     clone = PeriodicConv3D.from_config(config)
     assert clone.get_config() == config
     assert clone.kernel_size == (5, 4, 3) and clone.strides == (2, 2, 2)
+    assert clone.periodic == (True, False, True)
+    # a layer saved before per-axis periodicity existed has none in its config: all periodic
+    old = {k: v for k, v in config.items() if k != "periodic"}
+    assert PeriodicConv3D.from_config(old).periodic == (True, True, True)
     json.dumps(config)  # plain data only
 
 
@@ -218,7 +355,8 @@ def _small_model() -> keras.Model:
         6, 5, activation="relu", kernel_regularizer=keras.regularizers.L2(1e-4), name="pconv"
     )(inputs)
     h = keras.layers.MaxPooling3D(2)(h)  # exact on periodic data: 8 is divisible by 2
-    h = PeriodicConv3D(2, 3, strides=2, name="pconv2")(h)  # 6 input channels: the matmul path
+    # 6 input channels: the matmul path; z not periodic (a slab cropped along c)
+    h = PeriodicConv3D(2, 3, strides=2, periodic=(True, True, False), name="pconv2")(h)
     h = keras.layers.GlobalAveragePooling3D()(h)
     outputs = keras.layers.Dense(1)(h)
     return keras.Model(inputs, outputs)
@@ -232,6 +370,7 @@ def test_save_and_load_safe_mode(tmp_path: Path) -> None:
     model.save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(loaded.get_layer("pconv"), PeriodicConv3D)
+    assert loaded.get_layer("pconv2").periodic == (True, True, False)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), before, rtol=1e-5, atol=1e-6)
 
 
@@ -274,6 +413,9 @@ cases = [
     dict(grid=(9, 10, 7), kernel_size=(4, 5, 2), strides=2, cin=1, filters=2),
     dict(grid=(8, 8, 8), kernel_size=8, strides=1, cin=3, filters=2, use_bias=False),
     dict(grid=(8, 9, 10), kernel_size=3, strides=(1, 2, 1), cin=6, filters=4),
+    dict(grid=(8, 9, 7), kernel_size=(3, 4, 5), strides=(2, 1, 2), cin=2, filters=2,
+         periodic=(False, True, False)),
+    dict(grid=(8, 8, 9), kernel_size=4, strides=(1, 2, 3), cin=6, filters=2, periodic=False),
 ]
 print("RESULT " + json.dumps([compare_with_oracle(**c) for c in cases]))
 """
@@ -291,7 +433,18 @@ def test_jax_backend_matches_oracle() -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
     results = json.loads(line[len("RESULT ") :])
-    assert len(results) == 4
+    assert len(results) == 6
     for errors in results:
         assert set(errors) >= {"output", "kernel", "input"}
         assert all(e < RTOL for e in errors.values()), errors
+
+
+@pytest.mark.parametrize("periodic", [(True, True, True), (True, True, False), (False,) * 3])
+def test_model_builder_takes_the_dataset_periodicity(periodic: tuple[bool, bool, bool]) -> None:
+    from magnb.config import TrainConfig
+    from magnb.model import build_model
+
+    config = TrainConfig(filters=(2, 3), kernel_size=(3, 3), pool=(2, 1), dense=(4,))
+    model = build_model(config, (8, 8, 8, 2), 2, periodic)
+    convs = [layer for layer in model.layers if isinstance(layer, PeriodicConv3D)]
+    assert len(convs) == 2 and all(c.periodic == periodic for c in convs)

@@ -102,10 +102,20 @@ def test_train_writes_a_complete_run_and_the_model_reloads(demo_dataset, tmp_pat
     m = json.loads((run / "metrics.json").read_text())
     assert set(m["test"]) >= {"model", "majority", "physics", "descriptor"}
     assert m["epochs_trained"] == 2 and len(result.history) == 2
+    # a dozen test samples, three of them FM: every metric has its interval, and the run warns
+    for entry in m["test"].values():
+        assert entry["ci95"]["accuracy"] and entry["ci95"]["balanced_accuracy"]
+    assert len(m["warnings"]) == 1 and m["warnings"][0].startswith("small test split: n = ")
+    assert "warning: small test split" in result.summary()
     env = json.loads((run / "environment.json").read_text())
     assert env["backend"] == "tensorflow" and env["dataset_hash"]
     assert load_train_config(run / "config.yaml") == config
     model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    # the demo's slabs are cropped along c: the convolutions wrap along a and b only
+    with h5py.File(demo_dataset / "dataset.h5") as f:
+        assert json.loads(f.attrs["periodic_axes"]) == [True, True, False]
+    convs = [layer for layer in model.layers if type(layer).__name__ == "PeriodicConv3D"]
+    assert convs and all(c.periodic == (True, True, False) for c in convs)
     test = DensityDataset(demo_dataset, split="test", label="order", shuffle=False, batch_size=64)
     x, _ = test[0]
     again = keras.saving.load_model(run / "model.keras", safe_mode=True)
@@ -121,23 +131,32 @@ def test_train_writes_a_complete_run_and_the_model_reloads(demo_dataset, tmp_pat
     assert list(runs["run_id"]) == [config.run_id]
 
 
-def test_a_finished_run_is_not_passed_off_for_a_rebuilt_dataset(demo_dataset, tmp_path):
-    """The run id names the settings, not the data: after the dataset is rebuilt differently,
-    the old run's metrics must not come back as the new dataset's."""
+def test_a_rebuilt_dataset_gets_its_own_run_folder(demo_dataset, tmp_path):
+    """The run id covers the dataset's identity: after the dataset is rebuilt differently, the
+    same config trains into a new folder, and the old run's metrics never come back as the new
+    dataset's. A folder of this id that holds a run of other data (a hand copy) is refused with
+    what changed."""
     data = tmp_path / "data"
     shutil.copytree(demo_dataset, data)
     config = small(data, tmp_path / "runs", epochs=1)
     first = train(config, progress=False)
     assert train(config, progress=False).already_done
+    first_metrics = (first.run_dir / "metrics.json").read_text()
     _rescrape_with_other_splits(data)
+    assert config.run_id != first.run_dir.name
+    shutil.copytree(first.run_dir, tmp_path / "runs" / config.run_id)
     with pytest.raises(MagnbError, match="was trained on dataset") as err:
         train(config, progress=False)
+    assert "scrape settings changed: seed 0 -> 1" in str(err.value), err.value
     assert "metrics.json" in str(err.value) and "force" in str(err.value)
-    again = train(from_mapping(TrainConfig, {**vars(config), "force": True}), progress=False)
-    assert not again.already_done and again.run_dir == first.run_dir
+    shutil.rmtree(tmp_path / "runs" / config.run_id)
+    again = train(config, progress=False)
+    assert not again.already_done and again.run_dir != first.run_dir
+    assert again.metrics["run_id"] == again.run_dir.name == config.run_id
     env = json.loads((again.run_dir / "environment.json").read_text())
     with h5py.File(data / "dataset.h5") as f:
-        assert env["dataset_hash"] == str(f.attrs["input_hash"])
+        assert env["dataset_hash"] == env["dataset"]["input_hash"] == str(f.attrs["input_hash"])
+    assert (first.run_dir / "metrics.json").read_text() == first_metrics
     assert train(config, progress=False).already_done
 
 
@@ -259,19 +278,20 @@ def _train_two_epochs_then_sigterm(data: Path, tmp_path: Path) -> tuple[list[str
 
 @pytest.mark.slow
 def test_an_interrupted_run_is_not_resumed_on_a_rebuilt_dataset(demo_dataset, tmp_path):
+    """A rebuilt dataset has another identity, so the same command starts a fresh run in a new
+    folder instead of resuming the old one's epochs, which stay where they were."""
     data = tmp_path / "data"
     shutil.copytree(demo_dataset, data)
     cmd, run_dir = _train_two_epochs_then_sigterm(data, tmp_path)
     assert (run_dir / "backup").is_dir() and not (run_dir / "metrics.json").exists()
     _rescrape_with_other_splits(data)
-    refused = _run(cmd, timeout=300)
-    assert refused.returncode != 0
-    assert "was interrupted while training on dataset" in refused.stderr
-    assert (run_dir / "backup").is_dir()  # nothing touched
-    done = _run([*cmd, "--force"], timeout=900)
+    done = _run(cmd, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    m = json.loads((run_dir / "metrics.json").read_text())
+    new_dir = tmp_path / "runs" / load_train_config(tmp_path / "c.yaml").run_id
+    assert new_dir != run_dir
+    m = json.loads((new_dir / "metrics.json").read_text())
     assert m["resumed_from_epoch"] == 0 and m["epochs_trained"] == 40
+    assert (run_dir / "backup").is_dir() and not (run_dir / "metrics.json").exists()
 
 
 @pytest.mark.slow
