@@ -100,6 +100,13 @@ def fingerprint(root: Path) -> dict[str, Any]:
                 m.pop(key, None)
             m.pop("files", {})  # model.keras's zip holds its save time; weights compared below
             out[rel] = m
+        elif name == "config.yaml":
+            import yaml
+
+            config = yaml.safe_load(p.read_text())
+            for key in ("dataset_dir", "runs_dir"):  # where the case lives
+                config.pop(key, None)
+            out[rel] = config
         elif name == "environment.json":
             out[rel] = sorted(json.loads(p.read_text()))
         elif name == "model.keras":
