@@ -80,7 +80,7 @@ ENV = {"scrape-w1-sys": {"ARROW_DEFAULT_MEMORY_POOL": "system"}}
 
 
 def _config(data_dir: str, workers: int) -> Any:
-    from magnb.dataset import ScrapeConfig
+    from magnb.store import ScrapeConfig
 
     return ScrapeConfig(
         data_dir=Path(data_dir),
@@ -115,7 +115,7 @@ def _cpu_since(start: tuple[float, float, int]) -> dict[str, float]:
 
 
 def _resample_dropped(job: tuple[str, Any]) -> None:
-    from magnb.dataset import make_sample
+    from magnb.store import make_sample
 
     sample, _info = make_sample(*job)
     del sample
@@ -126,7 +126,7 @@ def _w_resample(data_dir: str, workers: int = 1) -> dict[str, Any]:
 
     import pandas as pd
 
-    from magnb.dataset import make_sample
+    from magnb.store import make_sample
 
     config = _config(data_dir, workers)
     paths = pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].tolist()
@@ -153,7 +153,8 @@ def _w_labels(data_dir: str) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
-    from magnb.dataset import grouped_stratified_folds, make_sample, prepared_table
+    from magnb.labels import grouped_stratified_folds
+    from magnb.store import make_sample, prepared_table
 
     config = _config(data_dir, 1)
     first = pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].iloc[0]
@@ -194,7 +195,7 @@ def _w_scrape(data_dir: str, workers: int) -> dict[str, Any]:
     import h5py
     import pandas as pd
 
-    from magnb.dataset import make_sample, scrape
+    from magnb.store import make_sample, scrape
 
     config = _config(data_dir, workers)
     first = pd.read_parquet(Path(data_dir) / "split" / "index.parquet")["path"].iloc[0]
@@ -225,7 +226,7 @@ def _w_pandas(data_dir: str) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
-    from magnb.dataset import make_sample, prepared_table
+    from magnb.store import make_sample, prepared_table
 
     config = _config(data_dir, 1)
     out = Path(data_dir) / "pandas"

@@ -28,8 +28,8 @@ def build_dataset(root: Path, samples: int) -> Path:
     60 x 60 x 120 per cell, tiled 2 x 2 x 1 to 120^3, channels m+ and m-."""
     from magnb.collect import CollectConfig, collect
     from magnb.config import from_mapping, load_yaml
-    from magnb.dataset import ScrapeConfig, scrape
     from magnb.split import SplitConfig, split_all
+    from magnb.store import ScrapeConfig, scrape
     from magnb.synth import SynthConfig, write_demo_tree
 
     write_demo_tree(
@@ -55,7 +55,7 @@ def main() -> None:
     import numpy as np
 
     from magnb.config import TrainConfig
-    from magnb.dataset import DensityDataset
+    from magnb.loader import DensityDataset
     from magnb.model import build_model
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="magnb-bench-train-"))

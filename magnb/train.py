@@ -90,7 +90,8 @@ def check_finite(dataset_dir: Path) -> None:
 
 def preflight(config: TrainConfig) -> dict[str, Any]:
     """Every check that can fail on the user's input, before any training starts."""
-    from magnb.dataset import LABEL_HINTS, DensityDataset
+    from magnb.labels import LABEL_HINTS
+    from magnb.loader import DensityDataset
     from magnb.model import check_model_fits, is_classification
 
     info = dataset_info(config.dataset_dir)
@@ -303,7 +304,8 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
     import keras
 
     from magnb.baselines import evaluate_all
-    from magnb.dataset import LABEL_CLASSES, DensityDataset
+    from magnb.labels import LABEL_CLASSES
+    from magnb.loader import DensityDataset
     from magnb.model import build_model, is_classification
 
     run_dir = config.runs_dir / config.run_id
