@@ -55,6 +55,9 @@ magnb_env() {
     magnb_die "$MAGNB_PYTHON cannot import magnb: install it into the env (pip install -e $MAGNB_ROOT)"
   export MAGNB_ROOT MAGNB_KERNEL MAGNB_PYTHON
   export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+  # the Keras backend of the training, the notebook's kernel and doctor alike: tensorflow, or
+  # jax (an env with jax[cuda12] and no TensorFlow; multi-node through jax.distributed)
+  export KERAS_BACKEND=${KERAS_BACKEND:-tensorflow}
 }
 
 magnb_check_kernel() {
