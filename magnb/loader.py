@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ __all__ = ["DensityDataset", "roll_into"]
 
 #: HDF5 filter ids
 _DEFLATE, _SHUFFLE = 1, 2
+#: h5py calls from several reader threads at once fail ("Can't read unprocessed chunk data (no
+#: VOL object wrap context?)", h5py 3.14): one at a time; the decoding and copies run outside it
+_H5_LOCK = threading.Lock()
 
 
 def roll_into(
@@ -212,11 +216,13 @@ class DensityDataset(keras.utils.PyDataset):
 
         if self._pid == os.getpid():
             return
-        self._file = h5py.File(self.path, "r")
-        self._map = (
-            np.memmap(self.path, dtype=np.uint8, mode="r") if self.storage == "raw" else None
-        )
-        self._pid = os.getpid()
+        with _H5_LOCK:
+            if self._pid == os.getpid():  # another thread was first
+                return
+            self._file = h5py.File(self.path, "r")
+            if self.storage == "raw":
+                self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
+            self._pid = os.getpid()
 
     def _stored(self, k: int, scratch: np.ndarray | None) -> np.ndarray:
         """Table row ``k``'s sample as stored (not normalized), a view where it can be one."""
@@ -226,16 +232,18 @@ class DensityDataset(keras.utils.PyDataset):
             count = int(np.prod(shape))
             return np.frombuffer(self._map, np.float32, count, start).reshape(shape)
         row = int(self.table["sample"].iat[k])
-        samples = self._file["samples"]
         if self.storage == "gzip":
             from isal import isal_zlib
 
-            _, chunk = samples.id.read_direct_chunk((row, *(0,) * len(shape)))
+            with _H5_LOCK:
+                samples = self._file["samples"]
+                _, chunk = samples.id.read_direct_chunk((row, *(0,) * len(shape)))
             raw = isal_zlib.decompress(chunk)  # the shuffled bytes: byte 0 of each float, ...
             planes = np.frombuffer(raw, np.uint8).reshape(4, -1)
             np.copyto(scratch.view(np.uint8).reshape(-1, 4), planes.T)
             return scratch
-        samples.read_direct(scratch, np.s_[row], np.s_[...])
+        with _H5_LOCK:
+            self._file["samples"].read_direct(scratch, np.s_[row], np.s_[...])
         return scratch
 
     def _fill(self, idx: np.ndarray, shifts: list[tuple[int, int, int]] | None) -> np.ndarray:

@@ -127,17 +127,18 @@ def test_only_periodic_axes_are_rolled(tmp_path):
     np.testing.assert_allclose(data[0][0], reference_batch(data, samples, 0), rtol=3e-7)
 
 
-def test_threads_and_pickling_do_not_change_a_batch(tmp_path):
+@pytest.mark.parametrize("storage", ["none", "gzip", "lzf"])
+def test_threads_and_pickling_do_not_change_a_batch(tmp_path, storage):
     """Reader threads (Keras' workers) share one loader; worker processes get a pickled copy
     that opens its own handle and mapping."""
-    root, _ = write_dataset(tmp_path, "none")
+    root, _ = write_dataset(tmp_path, storage)
     data = DensityDataset(root, batch_size=2, augment=True, seed=7)
     alone = [data[i][0] for i in range(len(data))]
     with ThreadPoolExecutor(4) as pool:
-        threaded = list(pool.map(lambda i: data[i][0], range(len(data))))
+        threaded = list(pool.map(lambda i: data[i][0], [*range(len(data))] * 4))
     copy = pickle.loads(pickle.dumps(data))  # noqa: S301 (our own object, in this test)
     assert copy._map is None
-    for a, b in zip(alone, threaded, strict=True):
+    for a, b in zip(alone * 4, threaded, strict=True):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(copy[1][0], alone[1])
 
