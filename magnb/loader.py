@@ -8,11 +8,12 @@ How a sample gets from disk into a batch, by how ``samples`` is stored:
   into its slot of the batch, the periodic roll done as index arithmetic on that one copy (at most
   eight block copies, one per corner of the shifted cell) and the normalization fused into it;
 - shuffle + deflate (``codec: gzip``, every dataset written before format 6): the stored chunk is
-  read as it is (``read_direct_chunk``), inflated by ISA-L into a preallocated buffer,
-  un-shuffled, then rolled into the batch the same way;
+  read as it is (``read_direct_chunk``), inflated by ISA-L, un-shuffled into one buffer reused
+  for the batch's samples, then rolled into the batch the same way;
 - anything else (a filter another tool added): h5py's ``read_direct``, then the same roll.
 
-The copies and ISA-L release the GIL, so reader threads overlap with each other and the model.
+The copies and ISA-L release the GIL, so reader threads overlap with each other and the model
+(the h5py calls themselves are taken one at a time).
 ``bench/loader.py`` measures each path beside the loader it replaced.
 """
 
