@@ -13,7 +13,8 @@ Each N runs, each in a fresh process:
 - *labels*: ``prepared_table`` alone (label table from the split index, grouped splits), and
   in the same process the 5-fold grouped splits of that table by magnb's
   ``grouped_stratified_folds`` and by scikit-learn's ``StratifiedGroupKFold`` (its import timed
-  apart), checked equal: why magnb writes out the splitter instead of importing it;
+  apart), checked equal (since issue 15 the first is a wrapper around the second: the row now
+  shows the wrapper's cost and the import's, which stage 03 pays once per scrape);
 - *magnb scrape*: ``scrape(ScrapeConfig(..., workers=1))`` and ``workers=2`` (labels, splits,
   samples streamed into the gzip-compressed ``dataset.h5``, ``table.parquet``), and
   ``workers=1`` again with ``ARROW_DEFAULT_MEMORY_POOL=system`` (for its memory growth);
