@@ -43,7 +43,10 @@ bench: $(STAMP)
 	$(PY) bench/ingest.py
 	$(PY) bench/scrape.py
 	$(PY) bench/conv.py
-	$(PY) bench/train.py
+	$(PY) bench/train.py --backend tensorflow
+	$(PY) bench/train.py --backend jax
+	$(PY) bench/loader.py
+	$(PY) bench/collect.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

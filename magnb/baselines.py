@@ -35,7 +35,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from magnb.dataset import LABEL_CLASSES
 from magnb.errors import MagnbError
 from magnb.intervals import (
     INTERVAL_METHODS,
@@ -44,6 +43,7 @@ from magnb.intervals import (
     regression_intervals,
     small_sample_warning,
 )
+from magnb.labels import LABEL_CLASSES
 
 Task = Literal["classification", "regression"]
 
@@ -269,17 +269,17 @@ def majority_baseline(
 
 
 def _label_rows(table: pd.DataFrame, label: str) -> pd.DataFrame:
-    """The rows of ``table`` that carry ``label``, as :class:`magnb.dataset.DensityDataset`
-    keeps them (:func:`magnb.dataset.label_rows`)."""
-    from magnb.dataset import label_rows
+    """The rows of ``table`` that carry ``label``, as :class:`magnb.loader.DensityDataset`
+    keeps them (:func:`magnb.labels.label_rows`)."""
+    from magnb.labels import label_rows
 
     return label_rows(table, label)
 
 
 def _table_labels(table: pd.DataFrame, label: str) -> np.ndarray:
     """The label column as the loader encodes it (order: 1 = FM, 0 = AFM; order_pattern: the
-    index in ``magnb.dataset.LABEL_CLASSES``), int64 classes or float64 values."""
-    from magnb.dataset import encode_labels
+    index in ``magnb.labels.LABEL_CLASSES``), int64 classes or float64 values."""
+    from magnb.labels import encode_labels
 
     out = encode_labels(table[label].to_numpy(), label)
     return out.astype(np.int64 if task_for(label) == "classification" else np.float64)
@@ -587,7 +587,7 @@ def evaluate_all(
     """Majority, physics and descriptor baselines (and the model, when given) on ``split``.
 
     Reads ``<data_dir>/dataset.h5`` and ``table.parquet`` through
-    :class:`magnb.dataset.DensityDataset` (training split and ``split``, in table order, no
+    :class:`magnb.loader.DensityDataset` (training split and ``split``, in table order, no
     shuffling or augmentation); descriptor features are computed batch by batch.
     ``model_prob_or_pred`` holds the model's outputs for the ``split`` rows in that order: the
     probability of class 1 ``(n,)``/``(n, 1)`` or class probabilities ``(n, k)`` for
@@ -604,7 +604,8 @@ def evaluate_all(
     Returns ``{"model": ..., "majority": ..., "physics": ..., "descriptor": ...}``, each a dict
     of plain JSON values (the model entry only when predictions are given).
     """
-    from magnb.dataset import LABELS, DensityDataset
+    from magnb.labels import LABELS
+    from magnb.loader import DensityDataset
 
     if label not in LABELS:
         raise MagnbError(f"unknown label {label!r}; choose from {list(LABELS)}")

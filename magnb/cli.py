@@ -91,7 +91,7 @@ def cmd_split(args: argparse.Namespace) -> int:
 
 def cmd_scrape(args: argparse.Namespace) -> int:
     from magnb.config import from_mapping, load_yaml
-    from magnb.dataset import ScrapeConfig, scrape
+    from magnb.store import ScrapeConfig, scrape
 
     settings = load_yaml(args.config) if args.config else {}
     settings["data_dir"] = args.data
@@ -111,7 +111,7 @@ def cmd_scrape(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from magnb.dataset import merge_shards
+    from magnb.store import merge_shards
 
     path = merge_shards(args.data, args.shards, args.out)
     print(f"merge: {args.shards} shards joined into {path}")

@@ -32,7 +32,7 @@ __all__ = ["PeriodicConv3D", "build_model", "check_model_fits", "is_classificati
 
 def is_classification(label: str) -> bool:
     """True for the class labels (order, order_pattern, moment_class), False for regressions."""
-    from magnb.dataset import LABEL_CLASSES
+    from magnb.labels import LABEL_CLASSES
 
     return label in LABEL_CLASSES
 

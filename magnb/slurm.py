@@ -227,7 +227,7 @@ def _config_kind(path: Path, data: str | None) -> str:
     train_keys = {f.name for f in fields(TrainConfig)}
     if set(mapping) <= train_keys and not data:
         return "train"
-    from magnb.dataset import ScrapeConfig  # imports Keras: only when it may be a scrape
+    from magnb.store import ScrapeConfig
 
     if set(mapping) <= {f.name for f in fields(ScrapeConfig)}:
         return "scrape"
@@ -355,7 +355,7 @@ def submit_commands(
     extra = list(sbatch_args)
 
     if kind == "scrape":
-        from magnb.dataset import ScrapeConfig
+        from magnb.store import ScrapeConfig
 
         settings = load_yaml(path)
         data = data or settings.get("data_dir")

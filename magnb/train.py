@@ -169,7 +169,8 @@ def check_finite(dataset_dir: Path) -> None:
 
 def preflight(config: TrainConfig) -> dict[str, Any]:
     """Every check that can fail on the user's input, before any training starts."""
-    from magnb.dataset import LABEL_HINTS, DensityDataset
+    from magnb.labels import LABEL_HINTS
+    from magnb.loader import DensityDataset
     from magnb.model import check_model_fits, is_classification
 
     info = dataset_info(config.dataset_dir)
@@ -220,11 +221,33 @@ def _cpu_replicas(config: TrainConfig) -> int:
     return 0
 
 
+@dataclass
+class JaxStrategy:
+    """Data parallelism on the JAX backend through ``keras.distribution.DataParallel``, with the
+    parts of a ``tf.distribute`` strategy that :func:`train` uses (``scope()``,
+    ``num_replicas_in_sync``). Over several processes (``jax.distributed``) each feeds its own
+    part of every global batch: ``process_index`` of ``process_count``."""
+
+    distribution: Any
+    devices: list[str]
+    process_index: int = 0
+    process_count: int = 1
+
+    @property
+    def num_replicas_in_sync(self) -> int:
+        return len(self.devices)
+
+    def scope(self) -> Any:
+        return self.distribution.scope()
+
+
 def make_strategy(config: TrainConfig) -> Any:
-    """A ``tf.distribute`` strategy for the config (TensorFlow backend), or None (other backends,
-    where only single-device training is supported)."""
+    """A ``tf.distribute`` strategy for the config (TensorFlow backend), a :class:`JaxStrategy`
+    (JAX backend, more than one device), or None (one device; other backends)."""
     import keras
 
+    if keras.backend.backend() == "jax":
+        return jax_strategy(config)
     if keras.backend.backend() != "tensorflow":
         if config.strategy in ("mirrored", "multiworker"):
             raise MagnbError(
@@ -265,6 +288,52 @@ def make_strategy(config: TrainConfig) -> Any:
     return multiworker_strategy()
 
 
+def jax_strategy(config: TrainConfig) -> JaxStrategy | None:
+    """The JAX counterpart of the TensorFlow strategies: ``mirrored`` is ``DataParallel`` over
+    this process's devices (GPUs, or CPU devices made with
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` before JAX starts), ``multiworker``
+    first joins the processes of a Slurm job step with ``jax.distributed`` (through
+    ``keras.distribution.initialize``, which reads ``KERAS_DISTRIBUTION_*`` or lets JAX find the
+    Slurm step) and is ``DataParallel`` over every process's devices. ``auto`` is ``mirrored``
+    when there is more than one local device."""
+    import jax
+    import keras
+
+    kind = config.strategy
+    if kind == "multiworker":  # before JAX runs anything
+        if not any(k in os.environ for k in ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "SLURM_PROCID")):
+            raise MagnbError(
+                "strategy 'multiworker' needs its cluster: run it as the tasks of a Slurm job "
+                "step (slurm/train_multinode.sbatch) or set KERAS_DISTRIBUTION_JOB_ADDRESSES, "
+                "KERAS_DISTRIBUTION_NUM_PROCESSES and KERAS_DISTRIBUTION_PROCESS_ID"
+            )
+        keras.distribution.initialize()
+        print(
+            f"magnb: JAX process {jax.process_index()} of {jax.process_count()}, "
+            f"{jax.local_device_count()} local of {jax.device_count()} devices",
+            flush=True,
+        )
+    local = jax.local_devices()
+    replicas = _cpu_replicas(config)
+    on_cpu = all(d.platform == "cpu" for d in local)
+    if on_cpu and replicas > 1 and len(local) != replicas:
+        raise MagnbError(
+            f"{replicas} CPU devices asked for, but JAX has {len(local)}: start the process with "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={replicas} (read when JAX starts)"
+        )
+    if kind == "auto":
+        kind = "mirrored" if len(local) > 1 else "default"
+    if kind == "default":
+        return None
+    devices = keras.distribution.list_devices()  # every process's, after initialize
+    return JaxStrategy(
+        keras.distribution.DataParallel(devices=devices),
+        devices,
+        jax.process_index(),
+        jax.process_count(),
+    )
+
+
 def multiworker_strategy() -> Any:
     """``MultiWorkerMirroredStrategy`` for a job whose workers are described by ``TF_CONFIG`` or,
     without it, by the Slurm job step they run in (``srun``; slurm/train_multinode.sbatch).
@@ -294,7 +363,11 @@ def environment_record(strategy: Any, info: dict[str, Any]) -> dict[str, Any]:
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
         "replicas": 1 if strategy is None else int(strategy.num_replicas_in_sync),
-        "strategy": "none" if strategy is None else type(strategy).__name__,
+        "strategy": "none"
+        if strategy is None
+        else type(
+            strategy.distribution if isinstance(strategy, JaxStrategy) else strategy
+        ).__name__,
         "git_commit": git_commit(),
         "dataset_hash": info["input_hash"],
         "table_sha256": info["table_sha256"],
@@ -305,6 +378,12 @@ def environment_record(strategy: Any, info: dict[str, Any]) -> dict[str, Any]:
 
         record["tensorflow"] = tf.__version__
         record["devices"] = [d.name for d in tf.config.list_logical_devices()]
+    elif keras.backend.backend() == "jax":
+        import jax
+
+        record["jax"] = jax.__version__
+        record["devices"] = [str(d) for d in jax.devices()]
+        record["processes"] = jax.process_count()
     return record
 
 
@@ -402,7 +481,8 @@ def _train(config: TrainConfig, progress: bool, run_dir: Path) -> RunResult:
     import keras
 
     from magnb.baselines import evaluate_all
-    from magnb.dataset import LABEL_CLASSES, DensityDataset
+    from magnb.labels import LABEL_CLASSES
+    from magnb.loader import DensityDataset
     from magnb.model import build_model, is_classification
 
     metrics_path = run_dir / "metrics.json"
@@ -449,14 +529,21 @@ def _train(config: TrainConfig, progress: bool, run_dir: Path) -> RunResult:
             config.dataset_dir,
             split=split,
             label=config.label,
-            batch_size=global_batch,
+            batch_size=options.pop("batch_size", global_batch),
             workers=config.workers,
             use_multiprocessing=False,
             **options,
         )
 
-    train_data = loader("train", shuffle=True, augment=config.augment, seed=config.seed)
-    val_data = loader("val", shuffle=False) if info["sizes"]["val"] else None
+    # on JAX every batch fit sees must split evenly over the devices (and the processes)
+    even: dict[str, Any] = {}
+    if isinstance(strategy, JaxStrategy):
+        local_batch = global_batch // strategy.process_count
+        even = {"multiple_of": replicas // strategy.process_count, "batch_size": local_batch}
+        if strategy.process_count > 1:
+            even["shard"] = (strategy.process_index, strategy.process_count)
+    train_data = loader("train", shuffle=True, augment=config.augment, seed=config.seed, **even)
+    val_data = loader("val", shuffle=False, **even) if info["sizes"]["val"] else None
     classification = is_classification(config.label)
     n_classes = len(LABEL_CLASSES[config.label]) if classification else 1
 
@@ -501,17 +588,20 @@ def _train(config: TrainConfig, progress: bool, run_dir: Path) -> RunResult:
         else None
     )
     start = time.perf_counter()
-    fit = model.fit(
-        train_data,
-        validation_data=val_data,
-        epochs=config.epochs,
-        class_weight=class_weight,
-        callbacks=callbacks,
-        # the loader shuffles, seeded by (seed, epoch); Keras' own batch shuffle draws from
-        # Python's global random state, which a resumed run cannot get back
-        shuffle=False,
-        verbose=2 if progress else 0,
-    )
+    # keras.distribution is read when fit runs (tf.distribute when the model is built)
+    fit_scope = strategy.scope() if isinstance(strategy, JaxStrategy) else contextlib.nullcontext()
+    with fit_scope:
+        fit = model.fit(
+            train_data,
+            validation_data=val_data,
+            epochs=config.epochs,
+            class_weight=class_weight,
+            callbacks=callbacks,
+            # the loader shuffles, seeded by (seed, epoch); Keras' own batch shuffle draws from
+            # Python's global random state, which a resumed run cannot get back
+            shuffle=False,
+            verbose=2 if progress else 0,
+        )
     seconds = time.perf_counter() - start
     done_before = run_files.resumed_from_epoch
     if done_before is None:  # the backup held every epoch: the fit had none left to run

@@ -163,8 +163,8 @@ def sample_geometry(dataset_dir: str | Path, calc_id: str) -> SampleGeometry:
     import h5py
     import yaml
 
-    from magnb.dataset import read_table, split_file_path
     from magnb.split import load_split
+    from magnb.store import read_table, split_file_path
 
     dataset_dir = Path(dataset_dir)
     table = read_table(dataset_dir).set_index("calc_id")
@@ -493,7 +493,7 @@ class DensityExplorer(_Explorer):
         import ipywidgets as w
         import plotly.graph_objects as go
 
-        from magnb.dataset import DensityDataset
+        from magnb.loader import DensityDataset
 
         data = DensityDataset(dataset_dir, split=None, label="moment", shuffle=False)
         ids = data.table["calc_id"].tolist()
@@ -593,7 +593,7 @@ def _attr(dataset_dir: str | Path, name: str) -> Any:
 
 def dataset_voxel_size(dataset_dir: str | Path) -> np.ndarray:
     """Mean voxel size (A along a, b, c) over the dataset's samples (for kernel axes)."""
-    from magnb.dataset import read_table
+    from magnb.store import read_table
 
     table = read_table(dataset_dir)
     ok = table[(table["status"] == "ok") & (table["sample"] >= 0)]
@@ -754,7 +754,7 @@ def load_run(runs_dir: str | Path, run_id: str | None = None) -> RunView:
 def save_run_pictures(run: RunView, out_dir: str | Path | None = None) -> list[Path]:
     """Every static picture of a run: filters, one sample's input/activation/saliency, the
     dataset views and learning curves. Defaults to ``<run>/figures``."""
-    from magnb.dataset import read_table
+    from magnb.store import read_table
     from magnb.train import list_runs
 
     out = Path(out_dir) if out_dir is not None else run.run_dir / "figures"

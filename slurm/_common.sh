@@ -70,6 +70,9 @@ magnb_env() {
     "(set MAGNB_ROOT to the magnb checkout, or submit with magnb submit)"
   export MAGNB_ROOT MAGNB_SLURM_DIR MAGNB_NOTEBOOKS MAGNB_KERNEL MAGNB_PYTHON
   export PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
+  # the Keras backend of the training, the notebook's kernel and doctor alike: tensorflow, or
+  # jax (an env with jax[cuda12] and no TensorFlow; multi-node through jax.distributed)
+  export KERAS_BACKEND=${KERAS_BACKEND:-tensorflow}
 }
 
 magnb_check_kernel() {

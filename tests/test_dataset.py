@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 import zlib
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from magnb import dataset as dataset_module
+from magnb import labels as labels_module
+from magnb import store as store_module
 from magnb.collect import CollectConfig, collect
 from magnb.dataset import (
     DensityDataset,
@@ -274,27 +274,30 @@ def test_derived_channels_are_exact_on_the_new_grid(data):
     np.testing.assert_allclose(parts[..., 0] - parts[..., 1], whole[..., 0], atol=1e-7)
 
 
-def test_chunks_are_what_the_hdf5_filters_make(tmp_path):
-    """scrape compresses samples itself (shuffle + deflate, written with write_direct_chunk): the
-    chunk must hold what h5py's own filter pipeline makes of the sample, and read back through
-    plain h5py as the very array."""
+@pytest.mark.parametrize("codec", ["none", "gzip"])
+def test_chunks_are_what_the_hdf5_filters_make(tmp_path, codec):
+    """scrape encodes samples itself (raw, or shuffle + deflate; written with write_direct_chunk):
+    the chunk must hold what h5py's own filter pipeline makes of the sample, and read back
+    through plain h5py as the very array."""
     rng = np.random.default_rng(0)
     sample = rng.standard_normal((6, 5, 7, 2)) * np.exp(rng.uniform(-30, 5, (6, 5, 7, 2)))
     sample = sample.astype(np.float32)
-    kw = dict(dtype=np.float32, chunks=(1, *sample.shape), **dataset_module._COMPRESSION)
+    kw = dict(dtype=np.float32, chunks=(1, *sample.shape), **store_module.CODECS[codec])
     with h5py.File(tmp_path / "t.h5", "w") as f:
         by_h5py = f.create_dataset("a", shape=(1, *sample.shape), **kw)
         by_h5py[0] = sample
         direct = f.create_dataset("b", shape=(1, *sample.shape), **kw)
-        assert dataset_module._filters(direct) == dataset_module._PIPELINE
-        direct.id.write_direct_chunk((0, 0, 0, 0, 0), dataset_module._chunk_bytes(sample))
+        assert store_module._filters(direct) == store_module._PIPELINES[codec]
+        direct.id.write_direct_chunk((0, 0, 0, 0, 0), store_module._chunk_bytes(sample, codec))
     with h5py.File(tmp_path / "t.h5", "r") as f:
         np.testing.assert_array_equal(f["b"][0], sample)
         mask_a, chunk_a = f["a"].id.read_direct_chunk((0, 0, 0, 0, 0))
         mask_b, chunk_b = f["b"].id.read_direct_chunk((0, 0, 0, 0, 0))
     assert mask_a == mask_b == 0
-    # the same shuffled bytes inside both deflate streams (ISA-L's stream differs from zlib's)
-    assert zlib.decompress(chunk_a) == zlib.decompress(chunk_b)
+    if codec == "none":
+        assert chunk_a == chunk_b == sample.tobytes()
+    else:  # the same shuffled bytes inside both deflate streams (ISA-L's differs from zlib's)
+        assert zlib.decompress(chunk_a) == zlib.decompress(chunk_b)
 
 
 def test_workers_1_and_2_build_the_same_dataset(data, tmp_path):
@@ -310,22 +313,14 @@ def test_workers_1_and_2_build_the_same_dataset(data, tmp_path):
             assert a["samples"].id.read_direct_chunk(at) == b["samples"].id.read_direct_chunk(at)
 
 
-def test_scrape_splits_equal_prepared_table_and_leave_scikit_learn_unimported(data):
-    """scrape assigns the same splits as prepared_table, without importing scikit-learn (whose
-    import costs more than resampling 100 demo samples)."""
+def test_scrape_splits_equal_prepared_table(data):
+    """scrape assigns the same splits as prepared_table (in a process of its own)."""
     code = (
-        "import sys; from magnb.dataset import ScrapeConfig, scrape;"
+        "import sys; from magnb.store import ScrapeConfig, scrape;"
         "scrape(ScrapeConfig(data_dir=sys.argv[1], grid=(12, 12, 12), kfold=2, workers=1,"
-        " progress=False)); print(sorted(m for m in sys.modules if m.startswith('sklearn')))"
+        " progress=False))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code, str(data)],
-        cwd=REPO_ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    assert out.stdout.strip() == "[]"
+    subprocess.run([sys.executable, "-c", code, str(data)], cwd=REPO_ROOT, check=True)
     table = pd.read_parquet(data / "table.parquet")
     expected = prepared_table(ScrapeConfig(data_dir=data, grid=(12, 12, 12), kfold=2))
     for column in ("calc_id", "split", "fold"):
@@ -334,54 +329,17 @@ def test_scrape_splits_equal_prepared_table_and_leave_scikit_learn_unimported(da
     assert set(table.loc[table["status"] == "ok", "fold"]) == {0, 1}
 
 
-def _scikit_learn_folds(strata, groups, n_folds: int, seed: int) -> np.ndarray:
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    folds = np.full(len(groups), -1)
-    splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # a stratum smaller than n_folds
-        for fold, (_, held) in enumerate(splitter.split(np.zeros(len(groups)), strata, groups)):
-            folds[held] = fold
-    return folds
-
-
-@pytest.mark.parametrize("case", range(16))
-def test_grouped_stratified_folds_are_scikit_learns(case):
-    """The hand-written splitter makes exactly scikit-learn's StratifiedGroupKFold folds: random
-    tables of 2 to 400 rows, 1 to 4 strata, strata mixed within groups or one per group."""
-    rng = np.random.default_rng(case)
-    for _ in range(25):
-        n = int(rng.integers(2, 400))
-        groups = np.array([f"F{g}" for g in rng.integers(0, rng.integers(2, n + 2), n)])
-        n_groups = len(set(groups))
-        if n_groups < 2:
-            continue
-        names = np.array(["FM", "Neel", "zigzag", "stripe"][: rng.integers(1, 5)])
-        if rng.random() < 0.5:
-            strata = rng.choice(names, n)
-        else:
-            per_group = {g: rng.choice(names) for g in sorted(set(groups))}
-            strata = np.array([per_group[g] for g in groups])
-        n_folds = int(rng.integers(2, min(n_groups, 10) + 1))
-        if np.all(np.unique(strata, return_counts=True)[1] < n_folds):
-            continue  # scikit-learn refuses: no stratum can fill the folds
-        seed = int(rng.integers(0, 2**31))
-        ours = dataset_module.grouped_stratified_folds(strata, groups, n_folds, seed)
-        np.testing.assert_array_equal(ours, _scikit_learn_folds(strata, groups, n_folds, seed))
-
-
 def test_grouped_stratified_folds_keep_groups_whole_and_balance_strata():
     groups = np.repeat([f"F{i}" for i in range(60)], 4)
     strata = np.tile(["FM", "Neel", "zigzag", "stripe"], 60)
     strata[:40] = "FM"  # ten compounds with all four runs FM
-    folds = dataset_module.grouped_stratified_folds(strata, groups, 5, seed=3)
+    folds = labels_module.grouped_stratified_folds(strata, groups, 5, seed=3)
     assert set(folds) == set(range(5))
     assert pd.Series(folds).groupby(groups).nunique().max() == 1
     fm_share = pd.Series(strata == "FM").groupby(folds).mean()
     assert fm_share.max() - fm_share.min() < 0.1
-    again = dataset_module.grouped_stratified_folds(strata, groups, 5, seed=3)
-    other = dataset_module.grouped_stratified_folds(strata, groups, 5, seed=4)
+    again = labels_module.grouped_stratified_folds(strata, groups, 5, seed=3)
+    other = labels_module.grouped_stratified_folds(strata, groups, 5, seed=4)
     np.testing.assert_array_equal(folds, again)
     assert not np.array_equal(folds, other)
 

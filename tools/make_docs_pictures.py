@@ -15,7 +15,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import matplotlib.pyplot as plt
 
-from magnb.dataset import read_table
+from magnb.store import read_table
 from magnb.viz import DensityExplorer, load_run, save_figure
 
 ORDERS = ("FM", "AFM-Neel", "AFM-zigzag", "AFM-stripe")

@@ -119,7 +119,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         (
             "code",
             "from magnb.config import from_mapping\n"
-            "from magnb.dataset import ScrapeConfig, scrape\n\n"
+            "from magnb.store import ScrapeConfig, scrape\n\n"
             "config = from_mapping(ScrapeConfig, dict(\n"
             "    data_dir=data_dir, representation=representation, grid=grid,\n"
             "    slab_window=slab_window, supercell=supercell, channels=channels,\n"
@@ -212,7 +212,7 @@ NOTEBOOKS: dict[str, list[tuple[str, str]]] = {
         ),
         (
             "code",
-            "from magnb.dataset import read_table\n"
+            "from magnb.store import read_table\n"
             "from magnb.viz import class_balance_figure, learning_curves, moment_histogram\n\n"
             "table = read_table(run.dataset_dir)\n"
             "moment_histogram(table, threshold=4.0).show()\n"
