@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from magnb.loader import DensityDataset, roll_into
-from magnb.store import CODECS
+from magnb.store import CODECS, replace_table
 
 SHAPE = (6, 5, 7, 2)
 N = 9
@@ -44,6 +44,7 @@ def write_dataset(
         f.attrs["norm_offset"] = json.dumps(list(offset))
         f.attrs["norm_scale"] = json.dumps(list(scale))
         f.attrs["periodic_axes"] = json.dumps(list(periodic))
+        f.attrs["build_id"] = "hand-made"
     # rows out of sample order, and one skipped, as a real table has
     order = rng.permutation(N)
     table = pd.DataFrame(
@@ -56,7 +57,7 @@ def write_dataset(
             "moment": rng.uniform(0, 5, N + 1),
         }
     )
-    table.to_parquet(root / "table.parquet", index=False)
+    replace_table(root, table)  # the table of that build
     return root, samples
 
 
