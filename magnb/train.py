@@ -59,18 +59,19 @@ class RunResult:
 def dataset_info(dataset_dir: Path) -> dict[str, Any]:
     """Shape, channels, threshold and hash of a dataset; MagnbError if it is not there."""
     import h5py
-    import yaml
+
+    from magnb.baselines import dataset_threshold
 
     path = dataset_dir / "dataset.h5"
     if not path.is_file():
         raise MagnbError("no dataset: run stage 03 (magnb scrape) first", path)
+    threshold = dataset_threshold(dataset_dir)  # the one reader of it (baselines, viz, 05)
     with h5py.File(path, "r") as f:
-        settings = yaml.safe_load(f.attrs["config"])
         return {
             "shape": tuple(int(n) for n in f["samples"].shape[1:]),
             "n": int(f["samples"].shape[0]),
             "channels": tuple(json.loads(f.attrs["channels"])),
-            "threshold": float(settings.get("threshold", 4.0)),
+            "threshold": threshold,
             "input_hash": str(f.attrs["input_hash"]),
             "table_sha256": sha256_file(dataset_dir / "table.parquet"),
         }
@@ -88,10 +89,13 @@ def check_finite(dataset_dir: Path) -> None:
                 raise MagnbError(f"sample {i} contains NaN or infinite values", path)
 
 
-def preflight(config: TrainConfig) -> dict[str, Any]:
-    """Every check that can fail on the user's input, before any training starts."""
-    from magnb.dataset import LABEL_HINTS, DensityDataset
-    from magnb.model import check_model_fits, is_classification
+def check_dataset(config: TrainConfig) -> dict[str, Any]:
+    """The checks of the config against its dataset that need no TensorFlow, so that they run
+    before it is imported (a wrong path or label fails in a second, not after its 15-20 s
+    import): the dataset is there, has the config's channels, the training and test splits have
+    rows with the label, and the training split has two classes or more. Returns
+    :func:`dataset_info`. :func:`preflight` runs it first."""
+    from magnb.dataset import LABEL_CLASSES, LABEL_HINTS, LABELS, label_rows, read_table
 
     info = dataset_info(config.dataset_dir)
     if config.channels is not None and tuple(config.channels) != info["channels"]:
@@ -100,6 +104,35 @@ def preflight(config: TrainConfig) -> dict[str, Any]:
             f"{list(info['channels'])}",
             config.dataset_dir / "dataset.h5",
         )
+    if config.label not in LABELS:
+        raise MagnbError(f"unknown label {config.label!r}; choose from {list(LABELS)}")
+    table = label_rows(read_table(config.dataset_dir), config.label)
+    if config.label not in LABEL_CLASSES:
+        table = table[np.isfinite(table[config.label].astype(float))]
+    hint = LABEL_HINTS.get(config.label, "")
+    for split in ("train", "test"):
+        if not (table["split"] == split).any():
+            raise MagnbError(
+                f"no samples in split {split!r} with a {config.label!r} label{hint}",
+                config.dataset_dir / "table.parquet",
+            )
+    if config.label in LABEL_CLASSES:
+        classes = sorted(table.loc[table["split"] == "train", config.label].astype(str).unique())
+        if len(classes) < 2:
+            raise MagnbError(
+                f"the training split has one class only ({config.label} = {classes}): "
+                "nothing to learn" + (hint or "; check the split"),
+                config.dataset_dir / "table.parquet",
+            )
+    return info
+
+
+def preflight(config: TrainConfig) -> dict[str, Any]:
+    """Every check that can fail on the user's input, before any training starts."""
+    info = check_dataset(config)  # before TensorFlow: the imports below bring it in
+    from magnb.dataset import LABEL_HINTS, DensityDataset
+    from magnb.model import check_model_fits, is_classification
+
     check_model_fits(config, info["shape"])
     splits = {}
     for split in ("train", "val", "test"):
@@ -300,12 +333,6 @@ def trained_on_other_data(config: TrainConfig) -> str | None:
 
 def train(config: TrainConfig, progress: bool = True) -> RunResult:
     """Train and evaluate one run. See the module docstring for what it leaves on disk."""
-    import keras
-
-    from magnb.baselines import evaluate_all
-    from magnb.dataset import LABEL_CLASSES, DensityDataset
-    from magnb.model import build_model, is_classification
-
     run_dir = config.runs_dir / config.run_id
     metrics_path = run_dir / "metrics.json"
     # the run id names the settings, not the data: a run of other data is neither handed back
@@ -327,7 +354,13 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
         if other_data:  # its backup holds epochs of the other data
             shutil.rmtree(run_dir / "backup", ignore_errors=True)
 
-    info = preflight(config)
+    info = preflight(config)  # its first checks run before TensorFlow is imported
+    import keras
+
+    from magnb.baselines import evaluate_all
+    from magnb.dataset import LABEL_CLASSES, DensityDataset
+    from magnb.model import build_model, is_classification
+
     strategy = make_strategy(config)
     replicas = 1 if strategy is None else int(strategy.num_replicas_in_sync)
     global_batch = config.batch_size * replicas

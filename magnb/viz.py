@@ -754,12 +754,13 @@ def load_run(runs_dir: str | Path, run_id: str | None = None) -> RunView:
 def save_run_pictures(run: RunView, out_dir: str | Path | None = None) -> list[Path]:
     """Every static picture of a run: filters, one sample's input/activation/saliency, the
     dataset views and learning curves. Defaults to ``<run>/figures``."""
+    from magnb.baselines import dataset_threshold
     from magnb.dataset import read_table
     from magnb.train import list_runs
 
     out = Path(out_dir) if out_dir is not None else run.run_dir / "figures"
     table = read_table(run.dataset_dir)
-    threshold = float(_dataset_threshold(run.dataset_dir))
+    threshold = dataset_threshold(run.dataset_dir)
     paths = FilterExplorer(run.model, dataset_voxel_size(run.dataset_dir)).save(out)
     test = table[(table["split"] == "test") & (table["status"] == "ok")]
     calc_id = test["calc_id"].iloc[0] if len(test) else None
@@ -774,9 +775,3 @@ def save_run_pictures(run: RunView, out_dir: str | Path | None = None) -> list[P
         fig = runs_comparison(runs, "learning_rate", metric)
         paths.append(save_figure(fig, out / "runs.png"))
     return paths
-
-
-def _dataset_threshold(dataset_dir: Path) -> float:
-    import yaml
-
-    return float(yaml.safe_load(_attr(dataset_dir, "config")).get("threshold", 4.0))
