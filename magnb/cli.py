@@ -366,12 +366,17 @@ def _scrape_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """argparse's formatter that appends ``(default: X)`` to every option's help, except where
-    the help already says what the default is or there is none to show (None, a flag's False)."""
+    """argparse's formatter that appends ``(default: X)`` to every option's help (``off`` for a
+    flag), except where the help already says what the default is; an option whose default is
+    None must say in its help what happens without it."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+        if "default" in text or action.default is argparse.SUPPRESS:
+            return text
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        if action.default is None:
             return text
         return super()._get_help_string(action)
 
