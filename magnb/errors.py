@@ -54,8 +54,8 @@ class NothingUsableError(MagnbError):
                 message += f" ({commonest})"
         else:
             message = (
-                f"{stage} produced nothing usable: all {count} {what} "
-                f"{'was' if count == 1 else 'were'} {verb}; the commonest reason "
+                f"{stage} produced nothing usable: {count} of {count} {what} {verb}; "
+                "the commonest reason "
                 f"({commonest_count} of {count}): {commonest}"
             )
             if listed:
@@ -93,7 +93,7 @@ def nothing_usable(
     where every reason can be read.
 
     >>> str(nothing_usable("scrape", "samples", ["a.h5: c = 6.0 A too short", "b.h5: c = 2.5 A too short"]))
-    'scrape produced nothing usable: all 2 samples were rejected; the commonest reason (2 of 2): a.h5: c = 6.0 A too short'
+    'scrape produced nothing usable: 2 of 2 samples rejected; the commonest reason (2 of 2): a.h5: c = 6.0 A too short'
     """
     reasons = [str(r) for r in reasons]
     if not reasons:
