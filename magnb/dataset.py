@@ -451,7 +451,7 @@ def channel_arrays(fields: dict, channels: Iterable[str], where: str) -> list[np
 BASE_FIELDS = ("total", "magnetization", "mx", "my", "mz")
 
 
-def sample_geometry(
+def describe_geometry(
     lattice: np.ndarray,
     native: tuple[int, int, int],
     config: ScrapeConfig,
@@ -465,7 +465,7 @@ def sample_geometry(
     ("cropped"). A cube voxel much coarser than the native grid's is said to alias.
 
     >>> cfg = ScrapeConfig(data_dir=".", representation="cube", cube_side=12.0, cube_points=48)
-    >>> sample_geometry(np.eye(3) * 3.0, (30, 30, 30), cfg)
+    >>> describe_geometry(np.eye(3) * 3.0, (30, 30, 30), cfg)
     'cube 12 A at 0.250 A/voxel (48^3): tiled 4.0 x 4.0 x 4.0 cell widths; resampled from 30x30x30 (0.100 A/voxel), point-sampled 2.5x coarser (finer detail aliases)'
     """
     lattice = np.asarray(lattice, dtype=np.float64)
@@ -541,7 +541,7 @@ def make_sample(
     native = stack.shape[-3:]
     if config.representation == "cube":
         out = resample_cube(stack, lattice, config.cube_side, config.cube_points)
-        info["geometry"] = sample_geometry(lattice, native, config)
+        info["geometry"] = describe_geometry(lattice, native, config)
     else:
         region_volume = volume
         if config.slab_window is not None:
@@ -562,7 +562,7 @@ def make_sample(
             info["crop_start"] = start
         info["crop_planes"] = stack.shape[-1]
         info["native_nz"] = nz
-        info["geometry"] = sample_geometry(lattice, native, config, stack.shape[-1])
+        info["geometry"] = describe_geometry(lattice, native, config, stack.shape[-1])
         out = resample_fractional(stack, config.grid)
         m_field = "magnetization" if "magnetization" in fields else "mz" if "mz" in fields else None
         if m_field is not None:
@@ -730,7 +730,7 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
     table["moment_sample"] = math.nan
     for col in ("crop_start", "crop_planes", "native_nz"):  # where the sample sits in its cell
         table[col] = -1
-    table["geometry"] = ""  # what was done with the cell, in words (sample_geometry)
+    table["geometry"] = ""  # what was done with the cell, in words (describe_geometry)
     workers = config.workers or os.cpu_count() or 1
     parallel = workers > 1 and len(paths) > 1
 

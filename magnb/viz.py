@@ -177,9 +177,20 @@ def sample_geometry(dataset_dir: str | Path, calc_id: str) -> SampleGeometry:
         settings = yaml.safe_load(f.attrs["config"])
         periodic = tuple(json.loads(f.attrs["periodic_axes"]))
         shape = tuple(int(n) for n in f["samples"].shape[1:4])
-    if settings["representation"] != "fractional":
-        raise MagnbError("atom positions are drawn for fractional-grid datasets only")
     split = load_split(row["split_file"])
+    if settings["representation"] == "cube":
+        from magnb.grid import cube_atoms
+
+        positions, atom = cube_atoms(
+            split["frac_coords"], split["lattice"], settings["cube_side"], settings["cube_points"]
+        )
+        return SampleGeometry(
+            positions=positions,
+            species=[split["species"][i] for i in atom],
+            voxel_size=np.full(3, settings["cube_side"] / settings["cube_points"]),
+            shape=shape,  # type: ignore[arg-type]
+            periodic=periodic,  # type: ignore[arg-type]
+        )
     frac = np.asarray(split["frac_coords"], dtype=float) % 1.0
     lengths = np.linalg.norm(split["lattice"], axis=1)
     grid = np.asarray(settings["grid"], dtype=float)

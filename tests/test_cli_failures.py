@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from magnb.collect import CollectConfig, collect
-from magnb.dataset import ScrapeConfig, sample_geometry, scrape
+from magnb.dataset import ScrapeConfig, describe_geometry, scrape
 from magnb.errors import EXIT_NOTHING_USABLE, NothingUsableError, nothing_usable
 from magnb.split import SplitConfig, split_all
 from tests.conftest import REPO_ROOT, make_fixture_tree
@@ -106,18 +106,18 @@ def test_the_commonest_reason_counts_reasons_of_one_kind_together():
     assert "3 of 3 calculations skipped" in str(err)
 
 
-def test_sample_geometry_says_tiled_cropped_and_the_voxel_size():
+def test_describe_geometry_says_tiled_cropped_and_the_voxel_size():
     cube = ScrapeConfig(data_dir=".", representation="cube", cube_side=12.0, cube_points=48)
-    text = sample_geometry(np.eye(3) * 3.0, (30, 30, 30), cube)
+    text = describe_geometry(np.eye(3) * 3.0, (30, 30, 30), cube)
     assert "0.250 A/voxel" in text and "tiled 4.0 x 4.0 x 4.0 cell widths" in text
     assert "0.100 A/voxel" in text
-    assert "cropped 0.5 x 0.5 x 0.5" in sample_geometry(np.eye(3) * 24.0, (240,) * 3, cube)
+    assert "cropped 0.5 x 0.5 x 0.5" in describe_geometry(np.eye(3) * 24.0, (240,) * 3, cube)
     # a hexagonal slab cell: the width across the a faces is a sin 60, not a
     hexagonal = np.array([[6.9, 0, 0], [-3.45, 3.45 * 3**0.5, 0], [0, 0, 39.5]])
-    text = sample_geometry(hexagonal, (60, 60, 336), cube)
+    text = describe_geometry(hexagonal, (60, 60, 336), cube)
     assert "cropped and tiled 2.0 x 2.0 x 0.3" in text
     slab = ScrapeConfig(data_dir=".", grid=(60, 60, 120), slab_window=14.0, supercell=(2, 2, 1))
-    text = sample_geometry(hexagonal, (60, 60, 336), slab, crop_planes=120)
+    text = describe_geometry(hexagonal, (60, 60, 336), slab, crop_planes=120)
     assert text.startswith("c cropped to 14.11 A (120 of 336 planes)")
     assert "0.115, 0.115, 0.118 A/voxel" in text and text.endswith("tiled 2x2x1")
 
