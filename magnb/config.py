@@ -335,6 +335,8 @@ class TrainConfig:
     early_stopping: int = 0  #: patience in epochs on val_loss; 0 switches it off
     class_weight: Literal["none", "balanced"] = "balanced"  #: balanced: rare classes weigh more
     augment: bool = True  #: random whole-voxel periodic translations of training samples
+    #: turn each training cube by one of its crystal's own operations (needs scrape symmetry: true)
+    augment_symmetry: bool = False
     seed: int = 0  #: seeds weights, shuffling and augmentation
     #: tf.distribute strategy; auto: mirrored over several GPUs, else one device
     strategy: Literal["auto", "default", "mirrored", "multiworker"] = "auto"

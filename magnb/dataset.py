@@ -86,6 +86,9 @@ class ScrapeConfig:
     supercell: tuple[int, int, int] = (1, 1, 1)  #: fractional: tiling of the cell along a, b, c
     cube_side: float = 12.0  #: cube: edge in A; the voxel is cube_side / cube_points A
     cube_points: int = 32  #: cube: voxels per edge
+    #: cube: record each crystal's operations that map the cube onto itself (magnb.symmetry), for
+    #: the exact augmentation TrainConfig.augment_symmetry
+    symmetry: bool = False
     channels: tuple[str, ...] = ("m+", "m-")  #: any of m, m+, m-, total, up, down, |m|, mx, my, mz
     #: per-channel scaling applied when reading, from the training split only (standard: mean, std)
     normalization: Literal["none", "standard", "maxabs"] = "none"
@@ -120,6 +123,8 @@ class ScrapeConfig:
             raise MagnbError(
                 "supercell and slab_window apply to the fractional representation only"
             )
+        if self.symmetry and self.representation != "cube":
+            raise MagnbError("symmetry applies to the cube representation only")
         if (
             len(self.fractions) != 3
             or not math.isclose(sum(self.fractions), 1.0)
@@ -542,6 +547,10 @@ def make_sample(
     if config.representation == "cube":
         out = resample_cube(stack, lattice, config.cube_side, config.cube_points)
         info["geometry"] = describe_geometry(lattice, native, config)
+        if config.symmetry:
+            from magnb.symmetry import crystal_cube_ops
+
+            info["symmetry_ops"] = json.dumps(crystal_cube_ops(split))
     else:
         region_volume = volume
         if config.slab_window is not None:
@@ -731,6 +740,8 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
     for col in ("crop_start", "crop_planes", "native_nz"):  # where the sample sits in its cell
         table[col] = -1
     table["geometry"] = ""  # what was done with the cell, in words (describe_geometry)
+    if config.symmetry:
+        table["symmetry_ops"] = ""  # JSON list of indices into magnb.symmetry.CUBE_OPS
     workers = config.workers or os.cpu_count() or 1
     parallel = workers > 1 and len(paths) > 1
 
@@ -756,7 +767,7 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
         columns: dict[str, dict[int, Any]] = {
             c: {} for c in ("sample", "stat_sum", "stat_sumsq", "stat_maxabs", "moment_sample",
                             "crop_start", "crop_planes", "native_nz", "geometry", "status",
-                            "reason")
+                            "reason", *(["symmetry_ops"] if config.symmetry else []))
         }  # fmt: skip
         n = 0
         zeros = (0,) * len(shape)
@@ -776,6 +787,8 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
             for col in ("crop_start", "crop_planes", "native_nz"):
                 columns[col][p] = int(info.get(col, 0 if col == "crop_start" else -1))
             columns["geometry"][p] = info.get("geometry", "")
+            if config.symmetry:
+                columns["symmetry_ops"][p] = info["symmetry_ops"]
             n += 1
         if bar is not None:
             bar.close()
@@ -1004,7 +1017,9 @@ def _density_dataset_class() -> type:
         label column: class indices for ``order`` (0 = AFM, 1 = FM), ``order_pattern`` (0 = FM,
         1 = Neel, 2 = zigzag, 3 = stripe) and ``moment_class`` (0/1), or a float moment.
         With ``augment``, each sample is rolled by a random whole number of voxels along each periodic
-        axis (exact for periodic densities). Shuffling and rolls are seeded by (seed, epoch, batch).
+        axis (exact for periodic densities); with ``symmetry``, a cube sample is turned by one of its
+        crystal's operations that map the cube onto itself (:mod:`magnb.symmetry`, exact). Shuffling,
+        rolls and turns are seeded by (seed, epoch, batch).
         """
 
         def __init__(
@@ -1017,6 +1032,7 @@ def _density_dataset_class() -> type:
             augment: bool = False,
             seed: int = 0,
             rows: np.ndarray | None = None,
+            symmetry: bool = False,
             **kwargs: Any,
         ) -> None:
             super().__init__(**kwargs)
@@ -1046,6 +1062,11 @@ def _density_dataset_class() -> type:
                     + (f"{LABEL_HINTS[label]}" if label in LABEL_HINTS else ""),
                     self.path,
                 )
+            if symmetry and "symmetry_ops" not in table:
+                raise MagnbError(
+                    "augment_symmetry needs a cube dataset scraped with symmetry: true", self.path
+                )
+            self.symmetry = symmetry  # magnb.symmetry: one of each sample's own operations
             self.table = table.reset_index(drop=True)
             self.label = label
             self.batch_size = int(batch_size)
@@ -1111,6 +1132,12 @@ def _density_dataset_class() -> type:
                         for n, p in zip(x.shape[1:4], self.periodic, strict=True)
                     ]
                     x[k] = np.roll(x[k], shifts, axis=(0, 1, 2))
+            if self.symmetry:
+                from magnb.symmetry import apply_op
+
+                rng = np.random.default_rng([self.seed, self.epoch, i, 1])
+                for k, ops in enumerate(self.table["symmetry_ops"].to_numpy()[idx]):
+                    x[k] = apply_op(x[k], int(rng.choice(json.loads(ops))))
             return x, self._labels(idx)
 
         def on_epoch_end(self) -> None:

@@ -109,6 +109,11 @@ def check_dataset(config: TrainConfig) -> dict[str, Any]:
     table = label_rows(read_table(config.dataset_dir), config.label)
     if config.label not in LABEL_CLASSES:
         table = table[np.isfinite(table[config.label].astype(float))]
+    if config.augment_symmetry and "symmetry_ops" not in table:
+        raise MagnbError(
+            "augment_symmetry needs a cube dataset scraped with symmetry: true",
+            config.dataset_dir / "table.parquet",
+        )
     hint = LABEL_HINTS.get(config.label, "")
     for split in ("train", "test"):
         if not (table["split"] == split).any():
@@ -391,7 +396,13 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
             **options,
         )
 
-    train_data = loader("train", shuffle=True, augment=config.augment, seed=config.seed)
+    train_data = loader(
+        "train",
+        shuffle=True,
+        augment=config.augment,
+        seed=config.seed,
+        symmetry=config.augment_symmetry,
+    )
     val_data = loader("val", shuffle=False) if info["sizes"]["val"] else None
     classification = is_classification(config.label)
     n_classes = len(LABEL_CLASSES[config.label]) if classification else 1

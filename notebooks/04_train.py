@@ -41,6 +41,7 @@ lr_schedule = "constant"
 early_stopping = 0
 class_weight = "balanced"
 augment = True
+augment_symmetry = False
 seed = 0
 strategy = "auto"
 cpu_replicas = 0

@@ -120,7 +120,9 @@ def test_each_kept_operation_gives_the_sample_scrape_makes_at_another_origin(spl
         )
         checked.add(op)
     assert checked == set(ops) - {0} or checked == set(ops)
-    if calc == "NO__polarized":  # a 90-degree turn of NO's 2 x 3 x 4 A box is no symmetry: the oracle says so
+    if (
+        calc == "NO__polarized"
+    ):  # a 90-degree turn of NO's 2 x 3 x 4 A box is no symmetry: the oracle says so
         turn = CUBE_OPS.index(((0, -1, 0), (1, 0, 0), (0, 0, 1)))
         assert turn not in ops
         other = resample_cube(m, lattice, side, n)[0][..., None]
@@ -162,3 +164,46 @@ def test_an_operation_the_magnetic_order_lacks_is_not_used():
 
 def test_a_non_collinear_run_keeps_the_identity_only(splits):
     assert crystal_cube_ops(splits["NiO__soc"]) == [0]
+
+
+def test_the_loader_turns_each_cube_by_one_of_its_own_operations(tmp_path, vasp_dir):
+    import json
+
+    from magnb.dataset import DensityDataset, ScrapeConfig, scrape
+
+    tree = make_fixture_tree(tmp_path / "calcs", vasp_dir)
+    data = tmp_path / "data"
+    collect(CollectConfig(source=tree, data_dir=data, progress=False))
+    split_all(SplitConfig(data_dir=data, progress=False, workers=1))
+    config = ScrapeConfig(
+        data_dir=data, representation="cube", cube_side=6.0, cube_points=12, symmetry=True,
+        channels=("m",), fractions=(1.0, 0.0, 0.0), kfold=0, workers=1, progress=False,
+    )  # fmt: skip
+    table = scrape(config).table.set_index("calc_id")
+    assert json.loads(table.loc["Fe__spin", "symmetry_ops"]) == list(range(48))
+    assert json.loads(table.loc["NiO__soc", "symmetry_ops"]) == [0]
+    plain = DensityDataset(data, split="train", label="moment", batch_size=8, shuffle=False)
+    turned = DensityDataset(
+        data, split="train", label="moment", batch_size=8, shuffle=False, symmetry=True
+    )
+    x = plain.read(np.arange(len(plain.table)))
+    for _ in range(3):
+        y, _ = turned[0]
+        for k, ops in enumerate(turned.table["symmetry_ops"]):
+            images = [apply_op(x[k], op) for op in json.loads(ops)]
+            assert any(np.array_equal(y[k], im) for im in images)
+        turned.on_epoch_end()
+    fe = int(np.flatnonzero(turned.table["calc_id"] == "Fe__spin")[0])
+    seen = set()
+    for _ in range(8):  # Fe's cube turns: not always the identity
+        y, _ = turned[0]
+        seen.add(y[fe].tobytes())
+        turned.on_epoch_end()
+    assert len(seen) > 1
+    import dataclasses
+
+    from magnb.errors import MagnbError
+
+    scrape(dataclasses.replace(config, symmetry=False))
+    with pytest.raises(MagnbError, match="symmetry: true"):
+        DensityDataset(data, split="train", label="moment", symmetry=True)
