@@ -10,7 +10,9 @@
   skipped), calc_id, formula, run, source_path, labels (moment, moment_integral,
   moment_per_magnetic_atom, ``moment_class`` = |moment| > threshold, magnetic ``order`` FM/AFM
   and its spin pattern ``order_pattern`` FM/Neel/zigzag/stripe, both from the run tag), the
-  split (train/val/test, grouped by formula) and k-fold ``fold``, status and the skip reason.
+  split (train/val/test, grouped by formula) and k-fold ``fold``, status and the skip reason,
+  ``geometry`` (what was done with the cell, in words: :func:`describe_geometry`) and, with
+  ``symmetry``, ``symmetry_ops`` (the cube operations of :mod:`magnb.symmetry` the cell allows).
 
 The samples are streamed, so peak memory does not grow with N: each is resampled, its
 normalization sums taken and it is compressed into the bytes the dataset's filters would make,
