@@ -176,10 +176,21 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from magnb.dataset import merge_shards
 
     path = merge_shards(args.data, args.shards, args.out)
     print(f"merge: {args.shards} shards joined into {path}")
+    table = pd.read_parquet(path.with_name("table.parquet"))
+    if not (table["status"] == "ok").any():
+        raise nothing_usable(
+            "merge",
+            "calculations",
+            table["reason"].astype(str).tolist(),
+            verb="skipped",
+            listed=f"column 'reason' of {path.with_name('table.parquet')}",
+        )
     return 0
 
 

@@ -59,6 +59,18 @@ def test_the_slab_config_on_bulk_crystals_fails_with_the_count_and_the_reason(bu
         assert err.value.count == 8 and err.value.commonest_count == 5
 
 
+def test_empty_shards_are_allowed_but_an_empty_merge_is_not(bulk_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(bulk_data, data)
+    for i in range(2):
+        done = magnb("scrape", str(data), "--config", "configs/scrape.yaml", "--shard", f"{i}/2",
+                     "--workers", "1")  # fmt: skip
+        assert done.returncode == 0, done.stderr  # one shard of many may hold nothing
+    done = magnb("merge", str(data), "--shards", "2")
+    assert done.returncode == EXIT_NOTHING_USABLE, done.stdout + done.stderr
+    assert "merge produced nothing usable: 8 of 8 calculations skipped" in done.stderr
+
+
 def test_one_usable_sample_is_success(bulk_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(bulk_data, data)
