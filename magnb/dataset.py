@@ -923,6 +923,7 @@ def merge_shards(data_dir: str | Path, n: int, out_dir: str | Path | None = None
             ds = f.create_dataset(
                 "samples",
                 shape=(int(ok.sum()), *shape),
+                maxshape=(None, *shape),  # as scrape's: an empty merge (0 samples) is allowed
                 dtype=np.float32,
                 chunks=(1, *shape),
                 **_COMPRESSION,
