@@ -5,8 +5,14 @@ Stages (one module each): collect -> split -> scrape (dataset) -> train -> visua
 
 import os
 
-# TensorFlow's C++ start-up chatter drowns the output of short commands; users can still lower it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up chatter drowns the output of short commands and fills a red stderr box
+# in every notebook: off unless MAGNB_TF_LOG=1 (or ``magnb --tf-log``) asks for it. An explicit
+# TF_CPP_MIN_LOG_LEVEL is left as the user set it. This runs before anything imports TensorFlow
+# (each notebook's first cell, every job and the CLI import magnb first).
+if os.environ.get("MAGNB_TF_LOG", "0").strip().lower() in ("", "0", "false", "no"):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+else:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
 
 from magnb.errors import MagnbError  # noqa: E402
 

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
@@ -218,21 +218,163 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# --------------------------------------------------------------------------------------------
+# the reference: every key, its type, default and meaning, from the dataclasses themselves
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The one-line meaning of each field of dataclass ``cls``: the ``#:`` comment on the field's
+    line (or on the line above it), Sphinx's convention for attribute docs; '' where there is none.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    source = textwrap.dedent(inspect.getsource(cls))
+    lines = source.splitlines()
+    (node,) = ast.parse(source).body
+    docs: dict[str, str] = {}
+    for stmt in node.body:
+        if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+            continue
+        text = ""
+        for line in lines[stmt.lineno - 1 : stmt.end_lineno]:
+            if "#:" in line:
+                text = line.split("#:", 1)[1].strip()
+        above: list[str] = []  # a block of #: lines right above the field
+        i = stmt.lineno - 2
+        while not text and i >= 0 and lines[i].strip().startswith("#:"):
+            above.insert(0, lines[i].strip()[2:].strip())
+            i -= 1
+        docs[stmt.target.id] = text or " ".join(above)
+    return docs
+
+
+def type_text(annotation: Any) -> str:
+    """A field's type in words, as a YAML file gives it (``tuple[int, int, int]`` is "3 integers")."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    names = {Path: "path", float: "number", int: "integer", bool: "true/false", str: "string"}
+    plural = {Path: "paths", float: "numbers", int: "integers", bool: "true/false", str: "strings"}
+    if annotation in names:
+        return names[annotation]
+    if annotation is type(None):
+        return "null"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_text(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"list of {plural.get(args[0], type_text(args[0]))}"
+        if len(set(args)) == 1:
+            return f"{len(args)} {plural.get(args[0], type_text(args[0]))}"
+        return "list of " + ", ".join(type_text(a) for a in args)
+    if origin is dict:
+        return "mapping"
+    return _describe(annotation)
+
+
+def _default_text(f: dataclasses.Field) -> str:
+    import json
+
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
+        return "(required)"
+    return json.dumps(to_mapping_value(value))  # JSON is YAML: what a config file would say
+
+
+def config_classes() -> dict[str, type]:
+    """The settings a YAML file can give, by the name ``magnb config NAME`` takes."""
+    from magnb.dataset import ScrapeConfig
+
+    return {"scrape": ScrapeConfig, "train": TrainConfig}
+
+
+def reference_table(cls: type) -> str:
+    """A markdown table of every field of ``cls``: key, type, default, meaning."""
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        cells = [f"`{f.name}`", type_text(hints[f.name]), f"`{_default_text(f)}`", docs[f.name]]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows)
+
+
+REFERENCE_HEAD = """# Configuration reference
+
+Generated from the config dataclasses by `magnb config reference > docs/config.md`; a test checks
+that this page matches the code. Every key of a YAML config is a field below; unknown keys and
+values of the wrong type are errors. A key a file leaves out takes the default shown here, and so
+does `magnb scrape` without `--config`. `magnb config scrape|train [--config FILE]` prints the
+settings a file gives, defaults filled in. Lists are YAML lists (`grid: [32, 32, 32]`); `null` is
+YAML's none. Relative paths are taken from the working directory of the process that reads them.
+"""
+
+REFERENCE_SECTIONS = {
+    "scrape": (
+        "## scrape: `magnb scrape DATA --config FILE` (stage 03, `ScrapeConfig`)",
+        "Shipped: `configs/scrape.yaml` (the demo's slabs: fractional grid, c cropped to a 12 A "
+        "window), `configs/scrape_supercell.yaml` (the seed project's 2 x 2 supercells) and "
+        "`configs/scrape_bulk.yaml` (bulk crystals of any lattice as Cartesian cubes at one voxel "
+        "size). `data_dir`, `out_dir`, `workers` and `shard` come from the command line "
+        "(`DATA`, `--out`, `--workers`, `--shard`).",
+    ),
+    "train": (
+        "## train: `magnb train FILE` (stage 04, `TrainConfig`)",
+        "Shipped: `configs/default.yaml` (the demo's spin-pattern task) and "
+        "`configs/supercell_2gpu.yaml` (the seed's 2-GPU supercell run). The notebook "
+        "`04_train.ipynb` takes the same keys as papermill parameters (`papermill -f FILE`).",
+    ),
+}
+
+
+def reference_markdown() -> str:
+    """The whole configuration reference (docs/config.md)."""
+    parts = [REFERENCE_HEAD]
+    for name, cls in config_classes().items():
+        title, text = REFERENCE_SECTIONS[name]
+        parts += [title, "", text, "", reference_table(cls), ""]
+    return "\n".join(parts)
+
+
+def effective_yaml(config: Any, given: Iterable[str] = ()) -> str:
+    """A config object as the YAML file that gives it, every key written out: keys not in
+    ``given`` (those a file left to their defaults) are marked ``# default``, and each line ends
+    with the key's meaning. :func:`from_mapping` reads the text back to an equal object."""
+    import yaml
+
+    given = set(given)
+    docs = field_docs(type(config))
+    values = to_mapping(config)
+    lines = []
+    for f in dataclasses.fields(config):
+        text = yaml.safe_dump(values[f.name], default_flow_style=True, width=200)
+        text = text.removesuffix("\n...\n").strip()
+        comment = "; ".join(x for x in ("" if f.name in given else "default", docs[f.name]) if x)
+        lines.append(f"{f.name}: {text}  # {comment}")
+    return "\n".join(lines) + "\n"
+
+
+def to_mapping_value(v: Any) -> Any:
+    """One value as plain YAML-safe data (paths as strings, tuples as lists)."""
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {f.name: to_mapping_value(getattr(v, f.name)) for f in dataclasses.fields(v)}
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, tuple | list):
+        return [to_mapping_value(x) for x in v]
+    if isinstance(v, dict):
+        return {k: to_mapping_value(x) for k, x in v.items()}
+    return v
+
+
 def to_mapping(obj: Any) -> dict[str, Any]:
     """A dataclass as plain YAML-safe values (paths as strings, tuples as lists)."""
-
-    def plain(v: Any) -> Any:
-        if dataclasses.is_dataclass(v):
-            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-        if isinstance(v, Path):
-            return str(v)
-        if isinstance(v, tuple | list):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-
-    return plain(obj)
+    return to_mapping_value(obj)
 
 
 @dataclass(frozen=True)
@@ -245,28 +387,33 @@ class TrainConfig:
     """
 
     dataset_dir: Path = Path("demo/data")  #: folder with dataset.h5 and table.parquet
-    runs_dir: Path = Path("runs")
+    runs_dir: Path = Path("runs")  #: folder of the run folders
     name: str = "default"  #: run folder is runs_dir/<name>-<hash of config and dataset>
+    #: what to predict: order (FM/AFM), order_pattern, moment_class, or a regression of moment
     label: Literal[
         "order", "order_pattern", "moment_class", "moment", "moment_per_magnetic_atom"
     ] = "order"
     channels: tuple[str, ...] | None = None  #: if given, must equal the dataset's channels
+    #: the network (magnb.model); seed_base is fixed and ignores filters to dropout
     model: Literal["default", "seed_base"] = "default"
-    filters: tuple[int, ...] = (8, 16)
-    kernel_size: tuple[int, ...] = (7, 5)
-    pool: tuple[int, ...] = (2, 2)
-    dense: tuple[int, ...] = (32,)
-    dropout: float = 0.2
-    activation: str = "relu"
-    epochs: int = 20
+    filters: tuple[int, ...] = (8, 16)  #: filters of each periodic conv block
+    kernel_size: tuple[int, ...] = (7, 5)  #: kernel edge in voxels of each conv block
+    pool: tuple[int, ...] = (2, 2)  #: max-pool size after each conv block (1: none)
+    dense: tuple[int, ...] = (32,)  #: units of the dense layers before the output
+    dropout: float = 0.2  #: dropout after each dense layer, in [0, 1)
+    activation: str = "relu"  #: Keras activation of the hidden layers
+    epochs: int = 20  #: training epochs
     batch_size: int = 8  #: per replica; the global batch is this times the replica count
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    learning_rate: float = 1e-3
-    lr_schedule: Literal["constant", "cosine", "plateau"] = "constant"
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"  #: sgd has momentum 0.9
+    learning_rate: float = 1e-3  #: initial learning rate
+    lr_schedule: Literal["constant", "cosine", "plateau"] = "constant"  #: plateau halves it
     early_stopping: int = 0  #: patience in epochs on val_loss; 0 switches it off
-    class_weight: Literal["none", "balanced"] = "balanced"
+    class_weight: Literal["none", "balanced"] = "balanced"  #: balanced: rare classes weigh more
     augment: bool = True  #: random whole-voxel periodic translations of training samples
-    seed: int = 0
+    #: turn each training cube by one of its crystal's own operations (needs scrape symmetry: true)
+    augment_symmetry: bool = False
+    seed: int = 0  #: seeds weights, shuffling and augmentation
+    #: tf.distribute strategy; auto: mirrored over several GPUs, else one device
     strategy: Literal["auto", "default", "mirrored", "multiworker"] = "auto"
     cpu_replicas: int = 0  #: with no GPU, split the CPU into this many logical devices
     workers: int = 1  #: PyDataset reader threads

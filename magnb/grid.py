@@ -37,6 +37,7 @@ from magnb.errors import MagnbError
 
 __all__ = [
     "crop_c",
+    "cube_atoms",
     "cube_fractional_coords",
     "resample_cube",
     "resample_fractional",
@@ -195,6 +196,43 @@ def cube_fractional_coords(
             + steps[None, None, :] * inv[2, a]
         )
     return frac
+
+
+def cube_atoms(
+    frac_coords: ArrayLike,
+    lattice: ArrayLike,
+    side: float,
+    n: int,
+    origin: ArrayLike | None = None,
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Every periodic image of the atoms that falls inside the cube :func:`resample_cube` makes,
+    in the cube's voxel coordinates (voxel ``(i, j, k)``'s centre is at ``(i, j, k)``; the cube
+    spans -0.5 to n - 0.5 along each axis), and which atom each image is.
+
+    >>> pos, atom = cube_atoms([[0.0, 0.0, 0.0]], np.eye(3) * 2.0, side=4.0, n=8)
+    >>> pos.tolist(), atom.tolist()
+    ([[0.0, 0.0, 0.0], [0.0, 0.0, 4.0], [0.0, 4.0, 0.0], [0.0, 4.0, 4.0], [4.0, 0.0, 0.0], [4.0, 0.0, 4.0], [4.0, 4.0, 0.0], [4.0, 4.0, 4.0]], [0, 0, 0, 0, 0, 0, 0, 0])
+    """
+    lat = np.asarray(lattice, dtype=np.float64)
+    frac = np.asarray(frac_coords, dtype=np.float64).reshape(-1, 3) % 1.0
+    n = _positive_int(n, "n (voxels along each cube edge)")
+    h = float(side) / n
+    org = np.zeros(3) if origin is None else np.asarray(origin, dtype=np.float64)
+    low, high = org - h / 2, org + side - h / 2  # the cube's faces
+    corners = np.array([[x, y, z] for x in (low[0], high[0]) for y in (low[1], high[1])
+                        for z in (low[2], high[2])])  # fmt: skip
+    f = corners @ np.linalg.inv(lat)
+    ranges = [
+        range(int(np.floor(f[:, a].min())) - 1, int(np.ceil(f[:, a].max())) + 1) for a in range(3)
+    ]
+    shifts = np.array([[i, j, k] for i in ranges[0] for j in ranges[1] for k in ranges[2]], float)
+    images = (frac[None, :, :] + shifts[:, None, :]) @ lat  # (shift, atom, xyz) in A
+    voxel = (images - org) / h
+    inside = ((voxel >= -0.5 - 1e-9) & (voxel < n - 0.5 - 1e-9)).all(axis=-1)
+    atom = np.broadcast_to(np.arange(len(frac)), inside.shape)[inside]
+    positions = voxel[inside]
+    order = np.lexsort(positions.T[::-1])
+    return positions[order], atom[order].astype(np.int64)
 
 
 def resample_cube(

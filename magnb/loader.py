@@ -124,6 +124,7 @@ class DensityDataset(keras.utils.PyDataset):
         rows: np.ndarray | None = None,
         multiple_of: int = 1,
         shard: tuple[int, int] | None = None,
+        symmetry: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -153,6 +154,11 @@ class DensityDataset(keras.utils.PyDataset):
                 + (f"{LABEL_HINTS[label]}" if label in LABEL_HINTS else ""),
                 self.path,
             )
+        if symmetry and "symmetry_ops" not in table:
+            raise MagnbError(
+                "augment_symmetry needs a cube dataset scraped with symmetry: true", self.path
+            )
+        self.symmetry = symmetry  # magnb.symmetry: one of each sample's own operations
         self.table = table.reset_index(drop=True)
         self.label = label
         self.batch_size = int(batch_size)
@@ -278,6 +284,12 @@ class DensityDataset(keras.utils.PyDataset):
             raise IndexError(i)
         idx = self.batch_rows(i)
         x = self._fill(idx, self.shifts(i, len(idx)) if self.augment else None)
+        if self.symmetry:
+            from magnb.symmetry import apply_op
+
+            rng = np.random.default_rng([self.seed, self.epoch, i, 1])
+            for k, ops in enumerate(self.table["symmetry_ops"].to_numpy()[idx]):
+                x[k] = apply_op(x[k], int(rng.choice(json.loads(ops))))
         return x, self._labels(idx)
 
     def set_epoch(self, epoch: int) -> None:

@@ -59,12 +59,12 @@ from magnb._io import (
     user_os_errors,
 )
 from magnb.config import from_mapping, to_mapping
-from magnb.errors import MagnbError
+from magnb.errors import MagnbError, nothing_usable
 from magnb.grid import crop_c, resample_cube, resample_fractional, slab_window, tile
 from magnb.labels import assign_splits, label_table
 
 #: bump when the dataset's content or table columns change, so old builds are redone
-DATASET_FORMAT = 6  # 6: samples stored raw by default (codec)
+DATASET_FORMAT = 7  # 6: samples stored raw by default (codec); 7: geometry column, symmetry
 CHANNELS = ("m", "m+", "m-", "total", "up", "down", "|m|", "mx", "my", "mz")
 CHANNEL_UNITS = {c: "muB/A^3" for c in CHANNELS} | {
     "total": "e/A^3",
@@ -79,27 +79,35 @@ class ScrapeConfig:
     ``grid * supercell`` points along a, b, c for the fractional representation."""
 
     data_dir: Path  #: magnb data folder holding split/ (from stage 02)
-    out_dir: Path | None = None  #: where dataset.h5 and table.parquet go (default: data_dir)
+    out_dir: Path | None = None  #: where dataset.h5 and table.parquet go (null: data_dir)
+    #: fractional: each cell resampled to `grid` points along a, b, c; cube: a Cartesian cube of
+    #: cube_side A with cube_points voxels per edge, one voxel size for every lattice
     representation: Literal["fractional", "cube"] = "fractional"
-    grid: tuple[int, int, int] = (32, 32, 32)
-    slab_window: float | None = None  #: A along c kept around the slab (None: whole cell)
-    slab_margin: float = 1.0  #: A of vacuum the window must keep beyond the outermost atoms
-    supercell: tuple[int, int, int] = (1, 1, 1)
-    cube_side: float = 12.0  #: A, cube representation
-    cube_points: int = 32  #: voxels per cube edge
-    channels: tuple[str, ...] = ("m+", "m-")
+    grid: tuple[int, int, int] = (32, 32, 32)  #: fractional: points per cell along a, b, c
+    #: fractional: A kept along c around the slab (null: the whole cell, as bulk crystals need)
+    slab_window: float | None = None
+    slab_margin: float = 1.0  #: A of vacuum the slab window must keep beyond the outermost atoms
+    supercell: tuple[int, int, int] = (1, 1, 1)  #: fractional: tiling of the cell along a, b, c
+    cube_side: float = 12.0  #: cube: edge in A; the voxel is cube_side / cube_points A
+    cube_points: int = 32  #: cube: voxels per edge
+    #: cube: record each crystal's operations that map the cube onto itself (magnb.symmetry), for
+    #: the exact augmentation TrainConfig.augment_symmetry
+    symmetry: bool = False
+    channels: tuple[str, ...] = ("m+", "m-")  #: any of m, m+, m-, total, up, down, |m|, mx, my, mz
+    #: per-channel scaling applied when reading, from the training split only (standard: mean, std)
     normalization: Literal["none", "standard", "maxabs"] = "none"
     #: how samples are stored: ``none`` (raw float32, the loader's fast path) or ``gzip``
     #: (HDF5's shuffle + deflate level 1: about 3x smaller, 10x slower to read; bench/loader.py)
     codec: Literal["none", "gzip"] = "none"
     threshold: float = 4.0  #: muB; moment_class = |moment| > threshold
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  #: train, val, test shares
+    #: label whose classes each split keeps in proportion (splits are grouped by formula)
     stratify: Literal["order", "order_pattern", "moment_class", "none"] = "order"
-    kfold: int = 5
-    seed: int = 0
-    workers: int = 0
-    shard: tuple[int, int] | None = None
-    progress: bool = True
+    kfold: int = 5  #: k-fold column over formulas (fold 0 to k-1); 0 or 1: none
+    seed: int = 0  #: seed of the splits
+    workers: int = 0  #: processes (0: one per core)
+    shard: tuple[int, int] | None = None  #: (i, n): build shard i of n, for a Slurm array
+    progress: bool = True  #: show a progress bar
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -122,6 +130,8 @@ class ScrapeConfig:
             raise MagnbError(
                 "supercell and slab_window apply to the fractional representation only"
             )
+        if self.symmetry and self.representation != "cube":
+            raise MagnbError("symmetry applies to the cube representation only")
         if (
             len(self.fractions) != 3
             or not math.isclose(sum(self.fractions), 1.0)
@@ -202,6 +212,10 @@ def check_sample_size(shape: tuple[int, ...], what: str) -> None:
             )
 
 
+#: per-cell lines of "what was done" in :meth:`ScrapeResult.summary` (the table holds them all)
+GEOMETRY_LINES = 30
+
+
 @dataclass
 class ScrapeResult:
     table: pd.DataFrame
@@ -222,9 +236,32 @@ class ScrapeResult:
                 "  split sizes: "
                 + ", ".join(f"{k} {v}" for k, v in ok["split"].value_counts().sort_index().items())
             )
+        if "geometry" in t and len(ok):
+            lines.append("  what was done with each cell:")
+            for row in ok.head(GEOMETRY_LINES).itertuples():
+                lines.append(f"    {row.calc_id}: {row.geometry}")
+            if len(ok) > GEOMETRY_LINES:
+                lines.append(
+                    f"    ... {len(ok) - GEOMETRY_LINES} more (table.parquet, column 'geometry')"
+                )
         for row in t[t["status"] != "ok"].itertuples():
             lines.append(f"  SKIPPED {row.calc_id}: {row.reason}")
         return "\n".join(lines)
+
+    def check_usable(self, config: ScrapeConfig) -> None:
+        """:class:`NothingUsableError` (count and commonest reason) when the build holds no sample
+        at all: every calculation was skipped (the slab config on bulk crystals, channels that
+        need a magnetization on unpolarized runs...). A shard with none is not an error: the
+        others may have them."""
+        t = self.table
+        if config.shard is None and not (t["status"] == "ok").any():
+            raise nothing_usable(
+                "scrape",
+                "calculations",
+                t["reason"].astype(str).tolist(),
+                verb="skipped",
+                listed=f"column 'reason' of {self.path.with_name('table.parquet')}",
+            )
 
     def _shape(self) -> str:
         import h5py
@@ -283,6 +320,73 @@ def channel_arrays(fields: dict, channels: Iterable[str], where: str) -> list[np
 BASE_FIELDS = ("total", "magnetization", "mx", "my", "mz")
 
 
+def describe_geometry(
+    lattice: np.ndarray,
+    native: tuple[int, int, int],
+    config: ScrapeConfig,
+    crop_planes: int | None = None,
+) -> str:
+    """What scrape does with one cell, in words: tiled, cropped, resampled, at what voxel size.
+
+    For the cube representation the cube's edge is compared with the cell's widths (the distance
+    between opposite faces, ``V / |b x c|`` ...): more than one width along a direction means the
+    cube holds periodic images there ("tiled"), less means part of the cell is not seen
+    ("cropped"). A cube voxel much coarser than the native grid's is said to alias.
+
+    >>> cfg = ScrapeConfig(data_dir=".", representation="cube", cube_side=12.0, cube_points=48)
+    >>> describe_geometry(np.eye(3) * 3.0, (30, 30, 30), cfg)
+    'cube 12 A at 0.250 A/voxel (48^3): tiled 4.0 x 4.0 x 4.0 cell widths; resampled from 30x30x30 (0.100 A/voxel), point-sampled 2.5x coarser (finer detail aliases)'
+    """
+    lattice = np.asarray(lattice, dtype=np.float64)
+    native = tuple(int(n) for n in native)
+    lengths = np.linalg.norm(lattice, axis=1)
+    native_voxel = lengths / np.array(native)
+    grid = "x".join(str(n) for n in native)
+    step = f"{native_voxel.min():.3f}" + (
+        f"-{native_voxel.max():.3f}"
+        if not np.allclose(native_voxel, native_voxel[0], rtol=1e-3)
+        else ""
+    )
+    if config.representation == "cube":
+        volume = abs(float(np.linalg.det(lattice)))
+        faces = np.linalg.norm(np.cross(lattice[[1, 2, 0]], lattice[[2, 0, 1]]), axis=1)
+        spans = config.cube_side / (volume / faces)
+        voxel = config.cube_side / config.cube_points
+        if (spans >= 1 - 1e-9).all():
+            how = "tiled"
+        elif (spans <= 1 + 1e-9).all():
+            how = "cropped"
+        else:
+            how = "cropped and tiled"
+        text = (
+            f"cube {config.cube_side:g} A at {voxel:.3f} A/voxel ({config.cube_points}^3): {how} "
+            + " x ".join(f"{x:.1f}" for x in spans)
+            + f" cell widths; resampled from {grid} ({step} A/voxel)"
+        )
+        if voxel > 1.5 * native_voxel.max():
+            text += (
+                f", point-sampled {voxel / native_voxel.max():.1f}x coarser (finer detail aliases)"
+            )
+        return text
+    parts = []
+    c_planes = native[2] if crop_planes is None else int(crop_planes)
+    if c_planes != native[2]:
+        parts.append(
+            f"c cropped to {lengths[2] * c_planes / native[2]:.2f} A ({c_planes} of {native[2]} planes)"
+        )
+    kept = np.array([lengths[0], lengths[1], lengths[2] * c_planes / native[2]])
+    voxel = kept / np.array(config.grid, dtype=np.float64)
+    target = "x".join(str(int(g)) for g in config.grid)
+    parts.append(
+        f"resampled {native[0]}x{native[1]}x{c_planes} -> {target} ("
+        + ", ".join(f"{v:.3f}" for v in voxel)
+        + " A/voxel along a, b, c)"
+    )
+    if config.supercell != (1, 1, 1):
+        parts.append("tiled " + "x".join(str(int(r)) for r in config.supercell))
+    return "; ".join(parts)
+
+
 def make_sample(
     split_file: str | Path, config: ScrapeConfig
 ) -> tuple[np.ndarray, dict[str, float]]:
@@ -303,8 +407,14 @@ def make_sample(
     volume = float(split["attrs"]["volume"])
     nz = stack.shape[-1]
     info: dict[str, float] = {}
+    native = stack.shape[-3:]
     if config.representation == "cube":
         out = resample_cube(stack, lattice, config.cube_side, config.cube_points)
+        info["geometry"] = describe_geometry(lattice, native, config)
+        if config.symmetry:
+            from magnb.symmetry import crystal_cube_ops
+
+            info["symmetry_ops"] = json.dumps(crystal_cube_ops(split))
     else:
         region_volume = volume
         if config.slab_window is not None:
@@ -312,7 +422,9 @@ def make_sample(
             planes = int(round(config.slab_window / c_len * nz))
             if planes > nz:
                 raise MagnbError(
-                    f"slab_window {config.slab_window} A is longer than the cell's c = {c_len:.2f} A",
+                    f"slab_window {config.slab_window} A is longer than the cell's c = {c_len:.2f} A"
+                    " (a bulk crystal? slab_window: null keeps the whole cell; "
+                    "configs/scrape_bulk.yaml makes cubes of one voxel size)",
                     where,
                 )
             start = slab_window(
@@ -323,6 +435,7 @@ def make_sample(
             info["crop_start"] = start
         info["crop_planes"] = stack.shape[-1]
         info["native_nz"] = nz
+        info["geometry"] = describe_geometry(lattice, native, config, stack.shape[-1])
         out = resample_fractional(stack, config.grid)
         m_field = "magnetization" if "magnetization" in fields else "mz" if "mz" in fields else None
         if m_field is not None:
@@ -476,10 +589,16 @@ def scrape(config: ScrapeConfig) -> ScrapeResult:
     h5_path, table_path = dataset_paths(out_dir, config.shard)
     stage = _stage_name(config.shard)
     if h5_attr(h5_path, "input_hash") == input_hash and not marker_path(out_dir, stage).exists():
+        previous = None
         with contextlib.suppress(MagnbError):  # a table of another build: build again
-            return ScrapeResult(_read_build(h5_path, table_path), h5_path, skipped_build=True)
+            previous = ScrapeResult(_read_build(h5_path, table_path), h5_path, skipped_build=True)
+        if previous is not None:
+            previous.check_usable(config)
+            return previous
     with stage_writer(out_dir, stage), user_os_errors("cannot write the dataset", h5_path):
-        return _build(config, table, input_hash, h5_path, table_path)
+        result = _build(config, table, input_hash, h5_path, table_path)
+    result.check_usable(config)
+    return result
 
 
 def _stage_name(shard: tuple[int, int] | None) -> str:
@@ -509,6 +628,9 @@ def _build(
     table["moment_sample"] = math.nan
     for col in ("crop_start", "crop_planes", "native_nz"):  # where the sample sits in its cell
         table[col] = -1
+    table["geometry"] = ""  # what was done with the cell, in words (describe_geometry)
+    if config.symmetry:
+        table["symmetry_ops"] = ""  # JSON list of indices into magnb.symmetry.CUBE_OPS
     workers = config.workers or os.cpu_count() or 1
     parallel = workers > 1 and len(paths) > 1
 
@@ -535,7 +657,8 @@ def _build(
             bar = tqdm(total=len(paths), desc="scrape", unit="sample")
         columns: dict[str, dict[int, Any]] = {
             c: {} for c in ("sample", "stat_sum", "stat_sumsq", "stat_maxabs", "moment_sample",
-                            "crop_start", "crop_planes", "native_nz", "status", "reason")
+                            "crop_start", "crop_planes", "native_nz", "geometry", "status",
+                            "reason", *(["symmetry_ops"] if config.symmetry else []))
         }  # fmt: skip
         n = 0
         zeros = (0,) * len(shape)
@@ -555,6 +678,9 @@ def _build(
             columns["moment_sample"][p] = info.get("moment_sample", math.nan)
             for col in ("crop_start", "crop_planes", "native_nz"):
                 columns[col][p] = int(info.get(col, 0 if col == "crop_start" else -1))
+            columns["geometry"][p] = info.get("geometry", "")
+            if config.symmetry:
+                columns["symmetry_ops"][p] = info["symmetry_ops"]
             n += 1
         if bar is not None:
             bar.close()
@@ -744,6 +870,7 @@ def _merge(data_dir: Path, n: int, out: Path) -> Path:
             ds = f.create_dataset(
                 "samples",
                 shape=(int(ok.sum()), *shape),
+                maxshape=(None, *shape),  # as scrape's: an empty merge (0 samples) is allowed
                 dtype=np.float32,
                 chunks=(1, *shape),
                 **CODECS[config.codec],

@@ -71,20 +71,20 @@ class RunResult:
 def dataset_info(dataset_dir: Path) -> dict[str, Any]:
     """Shape, channels, threshold and hash of a dataset; MagnbError if it is not there."""
     import h5py
-    import yaml
 
+    from magnb.baselines import dataset_threshold
     from magnb.dataset import read_table
 
     path = dataset_dir / "dataset.h5"
     read_table(dataset_dir)  # complete, one build, readable: else a MagnbError naming the file
+    threshold = dataset_threshold(dataset_dir)  # the one reader of it (baselines, viz, 05)
     with h5py.File(path, "r") as f:
-        settings = yaml.safe_load(f.attrs["config"])
         return {
             "shape": tuple(int(n) for n in f["samples"].shape[1:]),
             "n": int(f["samples"].shape[0]),
             "channels": tuple(json.loads(f.attrs["channels"])),
             "periodic_axes": tuple(bool(p) for p in json.loads(f.attrs["periodic_axes"])),
-            "threshold": float(settings.get("threshold", 4.0)),
+            "threshold": threshold,
             "input_hash": str(f.attrs["input_hash"]),
             "table_sha256": sha256_file(dataset_dir / "table.parquet"),
         }
@@ -167,11 +167,13 @@ def check_finite(dataset_dir: Path) -> None:
                 raise MagnbError(f"sample {i} contains NaN or infinite values", path)
 
 
-def preflight(config: TrainConfig) -> dict[str, Any]:
-    """Every check that can fail on the user's input, before any training starts."""
-    from magnb.labels import LABEL_HINTS
-    from magnb.loader import DensityDataset
-    from magnb.model import check_model_fits, is_classification
+def check_dataset(config: TrainConfig) -> dict[str, Any]:
+    """The checks of the config against its dataset that need no TensorFlow, so that they run
+    before it is imported (a wrong path or label fails in a second, not after its 15-20 s
+    import): the dataset is there, has the config's channels, the training and test splits have
+    rows with the label, and the training split has two classes or more. Returns
+    :func:`dataset_info`. :func:`preflight` runs it first."""
+    from magnb.dataset import LABEL_CLASSES, LABEL_HINTS, LABELS, label_rows, read_table
 
     info = dataset_info(config.dataset_dir)
     if config.channels is not None and tuple(config.channels) != info["channels"]:
@@ -180,6 +182,40 @@ def preflight(config: TrainConfig) -> dict[str, Any]:
             f"{list(info['channels'])}",
             config.dataset_dir / "dataset.h5",
         )
+    if config.label not in LABELS:
+        raise MagnbError(f"unknown label {config.label!r}; choose from {list(LABELS)}")
+    table = label_rows(read_table(config.dataset_dir), config.label)
+    if config.label not in LABEL_CLASSES:
+        table = table[np.isfinite(table[config.label].astype(float))]
+    if config.augment_symmetry and "symmetry_ops" not in table:
+        raise MagnbError(
+            "augment_symmetry needs a cube dataset scraped with symmetry: true",
+            config.dataset_dir / "table.parquet",
+        )
+    hint = LABEL_HINTS.get(config.label, "")
+    for split in ("train", "test"):
+        if not (table["split"] == split).any():
+            raise MagnbError(
+                f"no samples in split {split!r} with a {config.label!r} label{hint}",
+                config.dataset_dir / "table.parquet",
+            )
+    if config.label in LABEL_CLASSES:
+        classes = sorted(table.loc[table["split"] == "train", config.label].astype(str).unique())
+        if len(classes) < 2:
+            raise MagnbError(
+                f"the training split has one class only ({config.label} = {classes}): "
+                "nothing to learn" + (hint or "; check the split"),
+                config.dataset_dir / "table.parquet",
+            )
+    return info
+
+
+def preflight(config: TrainConfig) -> dict[str, Any]:
+    """Every check that can fail on the user's input, before any training starts."""
+    info = check_dataset(config)  # before TensorFlow: the imports below bring it in
+    from magnb.dataset import LABEL_HINTS, DensityDataset
+    from magnb.model import check_model_fits, is_classification
+
     check_model_fits(config, info["shape"])
     splits = {}
     for split in ("train", "val", "test"):
@@ -478,13 +514,6 @@ def train(config: TrainConfig, progress: bool = True) -> RunResult:
 
 
 def _train(config: TrainConfig, progress: bool, run_dir: Path) -> RunResult:
-    import keras
-
-    from magnb.baselines import evaluate_all
-    from magnb.labels import LABEL_CLASSES
-    from magnb.loader import DensityDataset
-    from magnb.model import build_model, is_classification
-
     metrics_path = run_dir / "metrics.json"
     # a run of other data is neither handed back as this dataset's nor resumed on it
     other_data = trained_on_other_data(config)
@@ -504,7 +533,13 @@ def _train(config: TrainConfig, progress: bool, run_dir: Path) -> RunResult:
         # from the start: an interrupted run's backup is not resumed either
         shutil.rmtree(run_dir / "backup", ignore_errors=True)
 
-    info = preflight(config)
+    info = preflight(config)  # its first checks run before TensorFlow is imported
+    import keras
+
+    from magnb.baselines import evaluate_all
+    from magnb.dataset import LABEL_CLASSES, DensityDataset
+    from magnb.model import build_model, is_classification
+
     strategy = make_strategy(config)
     replicas = 1 if strategy is None else int(strategy.num_replicas_in_sync)
     global_batch = config.batch_size * replicas
@@ -542,7 +577,14 @@ def _train(config: TrainConfig, progress: bool, run_dir: Path) -> RunResult:
         even = {"multiple_of": replicas // strategy.process_count, "batch_size": local_batch}
         if strategy.process_count > 1:
             even["shard"] = (strategy.process_index, strategy.process_count)
-    train_data = loader("train", shuffle=True, augment=config.augment, seed=config.seed, **even)
+    train_data = loader(
+        "train",
+        shuffle=True,
+        augment=config.augment,
+        seed=config.seed,
+        symmetry=config.augment_symmetry,
+        **even,
+    )
     val_data = loader("val", shuffle=False, **even) if info["sizes"]["val"] else None
     classification = is_classification(config.label)
     n_classes = len(LABEL_CLASSES[config.label]) if classification else 1

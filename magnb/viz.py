@@ -177,9 +177,20 @@ def sample_geometry(dataset_dir: str | Path, calc_id: str) -> SampleGeometry:
         settings = yaml.safe_load(f.attrs["config"])
         periodic = tuple(json.loads(f.attrs["periodic_axes"]))
         shape = tuple(int(n) for n in f["samples"].shape[1:4])
-    if settings["representation"] != "fractional":
-        raise MagnbError("atom positions are drawn for fractional-grid datasets only")
     split = load_split(split_file_path(dataset_dir, row["split_file"]))
+    if settings["representation"] == "cube":
+        from magnb.grid import cube_atoms
+
+        positions, atom = cube_atoms(
+            split["frac_coords"], split["lattice"], settings["cube_side"], settings["cube_points"]
+        )
+        return SampleGeometry(
+            positions=positions,
+            species=[split["species"][i] for i in atom],
+            voxel_size=np.full(3, settings["cube_side"] / settings["cube_points"]),
+            shape=shape,  # type: ignore[arg-type]
+            periodic=periodic,  # type: ignore[arg-type]
+        )
     frac = np.asarray(split["frac_coords"], dtype=float) % 1.0
     lengths = np.linalg.norm(split["lattice"], axis=1)
     grid = np.asarray(settings["grid"], dtype=float)
@@ -754,12 +765,13 @@ def load_run(runs_dir: str | Path, run_id: str | None = None) -> RunView:
 def save_run_pictures(run: RunView, out_dir: str | Path | None = None) -> list[Path]:
     """Every static picture of a run: filters, one sample's input/activation/saliency, the
     dataset views and learning curves. Defaults to ``<run>/figures``."""
+    from magnb.baselines import dataset_threshold
     from magnb.store import read_table
     from magnb.train import list_runs
 
     out = Path(out_dir) if out_dir is not None else run.run_dir / "figures"
     table = read_table(run.dataset_dir)
-    threshold = float(_dataset_threshold(run.dataset_dir))
+    threshold = dataset_threshold(run.dataset_dir)
     paths = FilterExplorer(run.model, dataset_voxel_size(run.dataset_dir)).save(out)
     test = table[(table["split"] == "test") & (table["status"] == "ok")]
     calc_id = test["calc_id"].iloc[0] if len(test) else None
@@ -774,9 +786,3 @@ def save_run_pictures(run: RunView, out_dir: str | Path | None = None) -> list[P
         fig = runs_comparison(runs, "learning_rate", metric)
         paths.append(save_figure(fig, out / "runs.png"))
     return paths
-
-
-def _dataset_threshold(dataset_dir: Path) -> float:
-    import yaml
-
-    return float(yaml.safe_load(_attr(dataset_dir, "config")).get("threshold", 4.0))

@@ -324,10 +324,13 @@ def run_stage_faults(stage: str, work: Path, limit: int | None = None) -> dict[s
         if kind in kill_kinds or (stage == "train" and k == points[0][0]):
             cases.append(("kill", int(k), kind, path))
         if kind in ("write", "flush"):
-            if stage == "train":  # seconds a run: each file's first write and flush fail
-                if (kind, os.path.basename(path)) in failed_files:
+            if stage == "train":  # seconds a run: each file's first write fails, once
+                name = os.path.basename(path)
+                if name in failed_files:
                     continue
-                failed_files.add((kind, os.path.basename(path)))
+                failed_files.add(name)
+                if kind == "write" and writes % 2:  # every other file at its flush instead
+                    continue
             cases.append(("enospc" if writes % 2 == 0 else "eio", int(k), kind, path))
             writes += 1
     if limit is not None:

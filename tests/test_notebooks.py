@@ -53,6 +53,68 @@ def test_train_notebook_parameters_are_the_config_fields():
     assert names - {"_names_before_injection"} == {f.name for f in dataclasses.fields(TrainConfig)}
 
 
+def _parameters(name: str) -> dict:
+    """The values of a notebook's parameters cell, as the cell itself sets them."""
+    nb = json.loads((REPO_ROOT / "notebooks" / name).read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    namespace: dict = {}
+    exec("".join(cell["source"]), namespace)  # plain assignments (checked above: no defs)
+    return {k: v for k, v in namespace.items() if not k.startswith("_")}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_each_notebook_is_its_paired_script(path):
+    """One source per notebook: the jupytext percent script, paired with the .ipynb."""
+    import jupytext
+
+    script = path.with_suffix(".py")
+    assert script.is_file(), f"{script.name} is missing: the notebook's source"
+    paired = jupytext.read(script)
+    committed = jupytext.read(path)
+
+    def cells(nb):
+        return [
+            (c.cell_type, c.source.strip(), tuple(c.metadata.get("tags", []))) for c in nb.cells
+        ]
+
+    assert cells(paired) == cells(committed), (
+        f"{path.name} and {script.name} differ: run .venv/bin/jupytext --sync notebooks/0*.py"
+    )
+    assert "ipynb,py:percent" in (REPO_ROOT / "notebooks/jupytext.toml").read_text()
+    assert not (REPO_ROOT / "tools/make_notebooks.py").exists()
+
+
+def test_notebook_defaults_are_the_shipped_configs():
+    """The notebooks run from notebooks/, the CLI from the checkout: their default paths are the
+    same folders, and 04's other defaults are TrainConfig's."""
+    from magnb.config import load_train_config, to_mapping
+
+    here = REPO_ROOT / "notebooks"
+    default = load_train_config(REPO_ROOT / "configs/default.yaml")
+    train = _parameters("04_train.ipynb")
+    assert (here / train["dataset_dir"]).resolve() == (REPO_ROOT / default.dataset_dir).resolve()
+    assert (here / train["runs_dir"]).resolve() == (REPO_ROOT / default.runs_dir).resolve()
+    defaults = to_mapping(TrainConfig())
+    for key in set(defaults) - {"dataset_dir", "runs_dir"}:
+        assert train[key] == defaults[key], key
+    visualize = _parameters("05_visualize.ipynb")
+    assert (here / visualize["runs_dir"]).resolve() == (REPO_ROOT / default.runs_dir).resolve()
+    # 03 reads a config file instead of repeating ScrapeConfig's fields
+    from magnb.dataset import ScrapeConfig
+
+    scrape = _parameters("03_scrape.ipynb")
+    assert (here / scrape["config_file"]).resolve() == REPO_ROOT / "configs/scrape.yaml"
+    fields = {f.name for f in dataclasses.fields(ScrapeConfig)}
+    assert set(scrape) & fields <= {"data_dir", "workers"}
+
+
+def test_notebook_05_draws_the_threshold_the_dataset_was_built_with():
+    nb = json.loads((REPO_ROOT / "notebooks/05_visualize.ipynb").read_text())
+    code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    calls = [line for line in code.splitlines() if "moment_histogram(" in line]
+    assert calls and all("dataset_threshold(run.dataset_dir)" in line for line in calls)
+
+
 @pytest.mark.slow
 def test_demo_runs_every_notebook(tmp_path):
     out = tmp_path / "demo"
