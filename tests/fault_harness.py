@@ -328,9 +328,9 @@ def run_stage_faults(stage: str, work: Path, limit: int | None = None) -> dict[s
                 name = os.path.basename(path)
                 if name in failed_files:
                     continue
-                failed_files.add(name)
-                if kind == "write" and writes % 2:  # every other file at its flush instead
+                if kind == "write" and len(failed_files) % 2:  # every other file: its flush
                     continue
+                failed_files.add(name)
             cases.append(("enospc" if writes % 2 == 0 else "eio", int(k), kind, path))
             writes += 1
     if limit is not None:
