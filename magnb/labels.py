@@ -194,6 +194,10 @@ def grouped_stratified_folds(
     from sklearn.model_selection import StratifiedGroupKFold
 
     fold = np.full(len(groups), -1)
+    if np.unique(strata, return_counts=True)[1].max() < n_folds:
+        # scikit-learn refuses when every stratum has fewer rows than folds (a small tree):
+        # the groups alone then decide, as an unstratified grouped split
+        strata = np.zeros(len(groups), dtype=int)
     splitter = StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "The least populated class", UserWarning)
