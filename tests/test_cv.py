@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import statistics
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -26,9 +27,15 @@ SMALL = {
 
 
 def test_a_dataset_without_folds_is_a_clear_error(tmp_path):
-    pd.DataFrame({"status": ["ok"] * 4, "sample": [0, 1, 2, 3], "fold": [-1] * 4}).to_parquet(
-        tmp_path / "table.parquet"
-    )
+    import h5py
+
+    from magnb.dataset import replace_table
+
+    with h5py.File(tmp_path / "dataset.h5", "w") as f:
+        f.create_dataset("samples", data=np.zeros((4, 2, 2, 2, 1), dtype=np.float32))
+        f.attrs["build_id"] = "hand-made"
+    table = pd.DataFrame({"status": ["ok"] * 4, "sample": [0, 1, 2, 3], "fold": [-1] * 4})
+    replace_table(tmp_path, table)
     with pytest.raises(MagnbError, match="no k-fold columns"):
         fold_rows(tmp_path)
 
