@@ -8,7 +8,9 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["magnb.errors", "magnb.grid", "magnb.dataset", "magnb.symmetry"])
+@pytest.mark.parametrize(
+    "name", ["magnb.errors", "magnb.grid", "magnb.store", "magnb.collect", "magnb.symmetry"]
+)
 def test_docstring_examples(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
