@@ -155,8 +155,8 @@ def calc_id(rel: str) -> str:
     sha256 (``x y/run`` -> ``x_y__run~3f1c...``): ``~`` is never in a clean id, so the two kinds
     cannot collide either.
 
-    >>> calc_id("CrI3/FM"), calc_id("x y/run")[:10]
-    ('CrI3__FM', 'x_y__run~4')
+    >>> calc_id("CrI3/FM"), calc_id("x y/run")
+    ('CrI3__FM', 'x_y__run~b62cbf6ae2')
     """
     parts = [p for p in rel.split("/") if p]
     joined = "__".join(parts)
