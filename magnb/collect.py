@@ -152,7 +152,7 @@ def calc_id(rel: str) -> str:
     Clean path components are joined by ``__`` (``Cr2Ge2Te6/FM`` -> ``Cr2Ge2Te6__FM``); two
     paths give the same join only if they are the same path, since a folder cannot hold a file and
     a folder of one name. Any other path gets a readable stem and ``~`` plus 10 hex digits of its
-    sha256 (``x y/run`` -> ``x_y__run~3f1c...``): ``~`` is never in a clean id, so the two kinds
+    sha256 (``x y/run`` -> ``x_y__run~b62cbf6ae2``): ``~`` is never in a clean id, so the two kinds
     cannot collide either.
 
     >>> calc_id("CrI3/FM"), calc_id("x y/run")
