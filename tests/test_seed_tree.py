@@ -105,11 +105,12 @@ def test_a_seed_style_tree_of_real_crystals_trains_end_to_end(tmp_path, vasp_dir
     assert metrics["sizes"] == {"train": 3, "val": 1, "test": 1}
     assert {"model", "majority", "physics", "descriptor"} <= set(metrics["test"])
     assert "| model |" in out.stdout
-    # TODO(issue 13, item 5): once intervals and the small-split warning are on main, assert the
-    # warning line here ("n = 1 ..." in the summary and in metrics.json).
-    small = [line for line in out.stdout.splitlines() if "warning" in line.lower()]
-    if "warnings" in metrics or small:
-        assert small, "metrics.json warns about the split size but the printed summary does not"
+    # a test split of one sample is said to be one, in the summary and in metrics.json
+    assert any("small test split: n = 1" in w for w in metrics["warnings"]), metrics["warnings"]
+    small = [line for line in out.stdout.splitlines() if "small test split: n = 1" in line]
+    assert small, out.stdout
+    # and every metric carries its interval and n
+    assert all("ci95" in m and "n" in m for m in metrics["test"].values() if isinstance(m, dict))
 
     # notebooks 03 and 05 on the same data, as papermill runs them
     from magnb.cli import run_notebook
