@@ -191,8 +191,9 @@ def main() -> None:
             table,
             "",
             f"The loader alone would take {loader_s:.2f} s of the {epoch:.1f} s epoch "
-            f"({100 * loader_s / epoch:.1f}%): read in line, not overlapped, and still within the "
-            "target; `workers: 2` makes Keras read ahead in threads.",
+            f"({100 * loader_s / epoch:.1f}%), read in line (not overlapped; `workers: 2` makes "
+            "Keras read ahead in threads): a ratio further from 1 than that share is the "
+            "machine's noise between the fits, not the loader.",
         ]
     )
     print(section)
