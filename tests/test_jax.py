@@ -233,10 +233,14 @@ def test_sigterm_mid_training_on_jax_then_rerun_resumes(demo_dataset, tmp_path):
     done = run(cmd, "jax", timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     m = json.loads((run_dir / "metrics.json").read_text())
-    assert m["resumed_from_epoch"] >= 2 and m["epochs_trained"] == 30
+    assert m["resumed_from_epoch"] >= 2
     import pandas as pd
 
-    assert sorted(set(pd.read_csv(history)["epoch"])) == list(range(30))
+    epochs = set(pd.read_csv(history)["epoch"])
+    # it went on from the backup to the last epoch, not from the start, and every epoch has its
+    # row exactly once (model.keras and history.csv are written before the epoch's backup)
+    assert sorted(pd.read_csv(history)["epoch"]) == list(range(30)), epochs
+    assert m["epochs_trained"] == len(epochs)
 
 
 @pytest.mark.slow
