@@ -33,10 +33,9 @@ import contextlib
 import json
 import math
 import os
-import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -58,6 +57,7 @@ from magnb._io import (
     stage_writer,
     user_os_errors,
 )
+from magnb._workers import process_pool
 from magnb.config import from_mapping, to_mapping
 from magnb.errors import MagnbError, nothing_usable
 from magnb.grid import crop_c, resample_cube, resample_fractional, slab_window, tile
@@ -635,7 +635,7 @@ def _build(
     parallel = workers > 1 and len(paths) > 1
 
     with contextlib.ExitStack() as stack:  # processes forked before any thread of ours starts
-        pool = stack.enter_context(_process_pool(workers)) if parallel else None
+        pool = stack.enter_context(process_pool(workers)) if parallel else None
         tmp = stack.enter_context(atomic_path(h5_path))
         f = stack.enter_context(h5py.File(tmp, "w"))
         ds = f.create_dataset(
@@ -754,23 +754,6 @@ def _filters(ds) -> list[tuple[int, tuple[int, ...]]]:
     """An HDF5 dataset's filter pipeline as ``(filter code, client data)`` in order."""
     plist = ds.id.get_create_plist()
     return [tuple(plist.get_filter(i)[:3:2]) for i in range(plist.get_nfilters())]
-
-
-def _process_pool(workers: int) -> ProcessPoolExecutor:
-    """The worker processes of a scrape; on Linux they die with the scrape process (a worker of
-    a process killed with SIGKILL would otherwise wait for its next task forever)."""
-    return ProcessPoolExecutor(workers, initializer=_end_with_parent, initargs=(os.getpid(),))
-
-
-def _end_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # it died before that
-        os._exit(1)
 
 
 def normalization_stats(

@@ -54,6 +54,18 @@ def test_every_publish_point_killed_and_every_write_failed(stage, tmp_path):
 # a real file system that fills up
 
 
+def _start_and_reference(stage: str, work: Path) -> tuple[Path, Path]:
+    """The state ``stage`` starts from (``work/pristine``) and an uninterrupted run of it on a
+    copy (``work/reference``)."""
+    pristine = work / "pristine"
+    pristine.mkdir(parents=True)
+    _prepare(stage, pristine, work)
+    reference = work / "reference"
+    shutil.copytree(pristine, reference)
+    STAGES[stage][0](reference, work)
+    return pristine, reference
+
+
 @contextlib.contextmanager
 def tmpfs(path: Path, size: int):
     path.mkdir(parents=True, exist_ok=True)
@@ -83,12 +95,7 @@ def test_a_disk_that_fills_up(stage, tmp_path):
     the uninterrupted output."""
     work = tmp_path / stage
     run = STAGES[stage][0]
-    pristine = work / "pristine"
-    pristine.mkdir(parents=True)
-    _prepare(stage, pristine, work)
-    reference = work / "reference"
-    shutil.copytree(pristine, reference)
-    run(reference, work)
+    pristine, reference = _start_and_reference(stage, work)
     expected = fingerprint(reference)
     before, after = _du(pristine), _du(reference)
     # room for the inputs and about half of what the stage adds
@@ -117,13 +124,7 @@ def test_two_runs_at_once_give_the_single_run_output(stage, tmp_path):
     """Two runs of a stage on one data folder, started together: one writes, the other is
     refused with a clear message (or finds the work done); the output is the single run's."""
     work = tmp_path / stage
-    run = STAGES[stage][0]
-    pristine = work / "pristine"
-    pristine.mkdir(parents=True)
-    _prepare(stage, pristine, work)
-    reference = work / "reference"
-    shutil.copytree(pristine, reference)
-    run(reference, work)
+    pristine, reference = _start_and_reference(stage, work)
     expected = fingerprint(reference)
 
     data = work / "data"

@@ -47,6 +47,18 @@ def _collect(src: Path, data: Path, **kw) -> pd.DataFrame:
     return collect(CollectConfig(source=src, data_dir=data, progress=False, **kw)).manifest
 
 
+def _collected_and_split(tmp_path: Path) -> tuple[Path, Path]:
+    """The fault harness's small tree, collected and split into ``<tmp_path>/w/data``."""
+    from tests.fault_harness import _collect, _split, _tree
+
+    work = tmp_path / "w"
+    _tree(work)
+    data = work / "data"
+    _collect(data, work)
+    _split(data, work)
+    return work, data
+
+
 # --------------------------------------------------------------------------------------------
 # calc ids
 
@@ -250,14 +262,7 @@ def test_source_inside_data_and_data_inside_source_are_refused(tmp_path):
 def test_a_moved_data_folder_works_from_any_directory(tmp_path, monkeypatch):
     """The split index once held cwd-relative paths: a scrape from another directory used
     another folder's densities with this folder's labels."""
-    from tests.fault_harness import _collect as collect_tree
-    from tests.fault_harness import _split, _tree
-
-    work = tmp_path / "w"
-    _tree(work)
-    data = work / "data"
-    collect_tree(data, work)
-    _split(data, work)
+    work, data = _collected_and_split(tmp_path)
     index = pd.read_parquet(data / "split/index.parquet")
     assert all(p.startswith("split/") for p in index["path"])
     moved = tmp_path / "elsewhere/data"
@@ -326,14 +331,7 @@ def test_a_split_killed_before_its_index_is_not_read_stale(tmp_path):
 def test_a_table_of_another_build_is_refused_and_rebuilt(tmp_path):
     """dataset.h5 once went into place before table.parquet: a kill between the two left a new
     dataset with the old table, and the next scrape said 'dataset unchanged'."""
-    from tests.fault_harness import _collect as collect_tree
-    from tests.fault_harness import _split, _tree
-
-    work = tmp_path / "w"
-    _tree(work)
-    data = work / "data"
-    collect_tree(data, work)
-    _split(data, work)
+    work, data = _collected_and_split(tmp_path)
     scrape(ScrapeConfig(data_dir=data, seed=1, **SCRAPE))
     old_table = (data / "table.parquet").read_bytes()
     scrape(ScrapeConfig(data_dir=data, seed=2, **SCRAPE))
@@ -346,14 +344,7 @@ def test_a_table_of_another_build_is_refused_and_rebuilt(tmp_path):
 
 
 def test_a_truncated_split_file_is_a_skip_row(tmp_path):
-    from tests.fault_harness import _collect as collect_tree
-    from tests.fault_harness import _split, _tree
-
-    work = tmp_path / "w"
-    _tree(work)
-    data = work / "data"
-    collect_tree(data, work)
-    _split(data, work)
+    work, data = _collected_and_split(tmp_path)
     index = pd.read_parquet(data / "split/index.parquet")
     victim = index[index["status"] == "ok"].iloc[0]
     path = data / victim["path"]
@@ -365,14 +356,7 @@ def test_a_truncated_split_file_is_a_skip_row(tmp_path):
 
 
 def test_a_damaged_dataset_is_a_clear_error_for_train(tmp_path):
-    from tests.fault_harness import _collect as collect_tree
-    from tests.fault_harness import _split, _tree
-
-    work = tmp_path / "w"
-    _tree(work)
-    data = work / "data"
-    collect_tree(data, work)
-    _split(data, work)
+    work, data = _collected_and_split(tmp_path)
     scrape(ScrapeConfig(data_dir=data, **SCRAPE))
     h5 = data / "dataset.h5"
     h5.write_bytes(h5.read_bytes()[:4096])
