@@ -593,7 +593,11 @@ def _collect_one(
         files = [calc["path"], *companions]
         with user_os_errors("cannot read"):
             entries = _hashed_entries(files, old, config.verify)
-            formula, natoms, kind = _header_info(calc["path"])
+            if old is not None and old["status"] == "ok" and old["sha256"] == entries[0]["sha256"]:
+                # the same CHGCAR (by its recorded hash): its header says what it said
+                formula, natoms, kind = old["formula"], int(old["natoms"]), old["spin_kind"]
+            else:
+                formula, natoms, kind = _header_info(calc["path"])
         row["sha256"] = entries[0]["sha256"]
         row["formula"] = formula
         row["natoms"] = natoms
