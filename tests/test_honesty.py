@@ -114,6 +114,12 @@ def test_majority_baseline_predicts_the_training_majority_not_the_tests():
     assert out["confusion_matrix"] == [[0, 3], [0, 1]]
 
 
+def test_majority_baseline_breaks_ties_to_the_smaller_label():
+    out = majority_baseline([2, 2, 0, 0, 1], [1, 1, 2], "classification")
+    assert out["prediction"] == 0
+    assert out["accuracy"] == 0.0
+
+
 def test_majority_baseline_regression_uses_the_training_mean():
     out = majority_baseline([1.0, 2.0, 6.0], [10.0, 10.0], "regression")
     assert out["prediction"] == pytest.approx(3.0)
@@ -143,6 +149,39 @@ def test_physics_cut_is_fitted_on_train_and_scored_on_test():
     assert out["train_balanced_accuracy"] == pytest.approx(1.0)
     assert out["balanced_accuracy"] == pytest.approx(2 / 3)
     assert out["accuracy"] == pytest.approx(4 / 6)
+
+
+def _pattern_table(rows, n_magnetic=2):
+    return pd.DataFrame(
+        {
+            "calc_id": [f"p{i}" for i in range(len(rows))],
+            "status": "ok",
+            "order_pattern": [o for o, _ in rows],
+            "moment_integral": [r * n_magnetic for _, r in rows],
+            "n_magnetic": n_magnetic,
+        }
+    )
+
+
+def test_physics_order_pattern_takes_cut_and_fallback_pattern_from_train():
+    from magnb.dataset import LABEL_CLASSES
+
+    classes = LABEL_CLASSES["order_pattern"]
+    # train: below the cut mostly Neel; its only perfect FM cut is (0.3 + 1.0) / 2
+    train = _pattern_table(
+        [("Neel", 0.1), ("Neel", 0.2), ("zigzag", 0.3), ("FM", 1.0), ("FM", 1.2)]
+    )
+    # test: below the cut mostly zigzag (its own cut would be (0.3 + 1.1) / 2 = 0.7)
+    test = _pattern_table(
+        [("zigzag", 0.1), ("zigzag", 0.2), ("zigzag", 0.3), ("Neel", 0.25), ("FM", 1.1)]
+    )
+    out = physics_baseline(train, test, "order_pattern", threshold=0.5)
+    assert out["cut"] == pytest.approx(0.65)
+    # everything below the cut is called Neel: the Neel row and the FM row are right, 2 of 5
+    assert out["accuracy"] == pytest.approx(2 / 5)
+    predicted = out["predicted_counts"]
+    assert predicted[str(classes.index("Neel"))] == 4
+    assert predicted[str(classes.index("FM"))] == 1
 
 
 def test_physics_moment_class_uses_the_given_threshold():
