@@ -61,9 +61,11 @@ px.scatter(
 )
 
 # %%
+from pathlib import Path
+
 from magnb.split import load_split
 
-sample = load_split(ok.iloc[0]["path"])
+sample = load_split(Path(data_dir) / ok.iloc[0]["path"])  # paths are relative to the data folder
 m = sample.get("magnetization", sample.get("mz"))
 if m is not None:
     k = int(abs(m).sum(axis=(0, 1)).argmax())  # the plane where |m| is largest

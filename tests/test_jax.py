@@ -59,7 +59,9 @@ def write_config(path: Path, **settings) -> Path:
 
 def _comparable(metrics: dict) -> dict:
     return {
-        k: v for k, v in metrics.items() if k not in {"train_seconds", "train_samples_per_second"}
+        k: v
+        for k, v in metrics.items()
+        if k not in {"train_seconds", "train_samples_per_second", "files"}  # "files": save times
     }
 
 

@@ -174,7 +174,8 @@ def _run(cmd: list[str], env: dict | None = None, **kw) -> subprocess.CompletedP
 
 
 def _comparable(metrics: dict) -> dict:
-    drop = {"train_seconds", "train_samples_per_second"}
+    # durations, and the bytes of model.keras (its zip records when it was saved)
+    drop = {"train_seconds", "train_samples_per_second", "files"}
     return {k: v for k, v in metrics.items() if k not in drop}
 
 
