@@ -242,9 +242,11 @@ class DensityDataset(keras.utils.PyDataset):
         if self.storage == "gzip":
             from isal import isal_zlib
 
-            with _H5_LOCK:
+            with _H5_LOCK:  # h5py objects are made and freed under the lock too: HDF5 here
+                # is not thread-safe, and a Dataset freed in another thread's read corrupts it
                 samples = self._file["samples"]
                 _, chunk = samples.id.read_direct_chunk((row, *(0,) * len(shape)))
+                del samples
             raw = isal_zlib.decompress(chunk)  # the shuffled bytes: byte 0 of each float, ...
             planes = np.frombuffer(raw, np.uint8).reshape(4, -1)
             np.copyto(scratch.view(np.uint8).reshape(-1, 4), planes.T)

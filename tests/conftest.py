@@ -17,6 +17,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
+#: a model small enough to train on the test datasets in seconds (the tests' training settings)
+SMALL_MODEL = {
+    "filters": [4],
+    "kernel_size": [5],
+    "pool": [2],
+    "dense": [8],
+    "epochs": 2,
+    "batch_size": 4,
+    "workers": 1,
+}
+
+
 def fixture_dir() -> Path:
     if not VASP_FIXTURES.is_dir():
         pytest.fail(

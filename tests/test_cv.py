@@ -13,17 +13,9 @@ import yaml
 
 from magnb.errors import MagnbError
 from magnb.train import fold_rows
-from tests.conftest import build_demo_data
+from tests.conftest import SMALL_MODEL, build_demo_data
 
-SMALL = {
-    "filters": [4],
-    "kernel_size": [5],
-    "pool": [2],
-    "dense": [8],
-    "epochs": 2,
-    "batch_size": 4,
-    "workers": 1,
-}
+SMALL = SMALL_MODEL
 
 
 def test_a_dataset_without_folds_is_a_clear_error(tmp_path):

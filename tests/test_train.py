@@ -21,17 +21,7 @@ from magnb.config import TrainConfig, from_mapping, load_train_config
 from magnb.dataset import replace_table
 from magnb.errors import MagnbError
 from magnb.train import list_runs, preflight, train
-from tests.conftest import REPO_ROOT, build_demo_data
-
-SMALL_MODEL = {
-    "filters": [4],
-    "kernel_size": [5],
-    "pool": [2],
-    "dense": [8],
-    "epochs": 2,
-    "batch_size": 4,
-    "workers": 1,
-}
+from tests.conftest import REPO_ROOT, SMALL_MODEL, build_demo_data
 
 
 @pytest.fixture(scope="session")
