@@ -57,20 +57,15 @@ def _periodic_triple(value: bool | Sequence[bool]) -> tuple[bool, bool, bool]:
 
 
 def fft_length(n: int) -> int:
-    """The smallest ``2^a 3^b 5^c >= n``: a length the FFTs of every backend handle fast.
+    """The smallest ``2^a 3^b 5^c >= n``: a length the FFTs of every backend handle fast
+    (scipy's ``next_fast_len`` for real transforms).
 
     >>> [fft_length(n) for n in (7, 15, 63, 239)]
     [8, 15, 64, 240]
     """
-    m = max(int(n), 1)
-    while True:
-        r = m
-        for p in (2, 3, 5):
-            while r % p == 0:
-                r //= p
-        if r == 1:
-            return m
-        m += 1
+    from scipy.fft import next_fast_len
+
+    return next_fast_len(max(int(n), 1), real=True)
 
 
 def same_padding(n: int, k: int, s: int) -> int:
