@@ -402,6 +402,8 @@ class TrainConfig:
     dense: tuple[int, ...] = (32,)  #: units of the dense layers before the output
     dropout: float = 0.2  #: dropout after each dense layer, in [0, 1)
     activation: str = "relu"  #: Keras activation of the hidden layers
+    #: Laplacian penalty on the first conv layer's kernels (magnb.layers.LaplacianSmoothness); 0: none
+    kernel_smoothness: float = 0.0
     epochs: int = 20  #: training epochs
     batch_size: int = 8  #: per replica; the global batch is this times the replica count
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"  #: sgd has momentum 0.9
@@ -443,6 +445,8 @@ class TrainConfig:
             )
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f"seed must be in [0, 2**32), not {self.seed}")
+        if not self.kernel_smoothness >= 0:  # NaN too
+            raise ConfigError(f"kernel_smoothness must be >= 0, not {self.kernel_smoothness}")
         if self.early_stopping < 0 or self.cpu_replicas < 0 or self.workers < 0:
             raise ConfigError("early_stopping, cpu_replicas and workers must be >= 0")
 
@@ -454,6 +458,8 @@ class TrainConfig:
         d = to_mapping(self)
         for k in ("dataset_dir", "runs_dir", "workers", "force"):
             d.pop(k)
+        if d["kernel_smoothness"] == 0:  # runs from before the option keep their ids
+            d.pop("kernel_smoothness")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
     def run_id_for(self, dataset_hash: str | None) -> str:

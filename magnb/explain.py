@@ -44,6 +44,7 @@ __all__ = [
     "kernel_smoothness",
     "occlusion_table",
     "onsite_template",
+    "pair_responses",
     "pair_table",
     "region_labels",
     "sample_structure",
@@ -275,10 +276,23 @@ def sample_structure(dataset_dir: str | Path, calc_id: str) -> SampleStructure:
     )
 
 
-def _images(periodic: Sequence[bool], reach: int = 1) -> np.ndarray:
-    """Integer cell translations over the periodic axes, (m, 3)."""
-    ranges = [range(-reach, reach + 1) if p else range(1) for p in periodic]
+def _images(periodic: Sequence[bool], reach: int | Sequence[int] = 1) -> np.ndarray:
+    """Integer cell translations over the periodic axes, (m, 3), ``reach`` per axis."""
+    reach = np.broadcast_to(np.asarray(reach, dtype=int), 3)
+    ranges = [range(-r, r + 1) if p else range(1) for p, r in zip(periodic, reach, strict=True)]
     return np.array(np.meshgrid(*ranges, indexing="ij")).reshape(3, -1).T
+
+
+def _reach(cell: np.ndarray, length: float | None = None) -> np.ndarray:
+    """How many cell translations per axis hold every vector of up to ``length`` A (default:
+    the cell's longest body diagonal, enough for the shortest image of any difference of two
+    points in the cell): a vector of length L has fractional components up to L |b_k| (b the
+    reciprocal vectors), so ``ceil(L |b_k|) + 1`` (the +1 for points anywhere in the cell)."""
+    if length is None:
+        corners = np.array([[1, 1, 1], [1, 1, -1], [1, -1, 1], [-1, 1, 1]]) @ cell
+        length = float(np.linalg.norm(corners, axis=1).max())
+    recip = np.linalg.norm(np.linalg.inv(cell).T, axis=1)
+    return np.ceil(length * recip - 1e-9).astype(int) + 1
 
 
 def voxels_near_segment(
@@ -321,8 +335,9 @@ def nearest_atom(structure: SampleStructure) -> np.ndarray:
 
     if len(structure.frac) == 0:
         raise MagnbError("the sample holds no atoms")
-    images = _images(structure.periodic)
-    points = (structure.frac[None, :, :] + images[:, None, :]).reshape(-1, 3) @ structure.cell
+    images = _images(structure.periodic, _reach(structure.cell))
+    frac = np.where(structure.periodic, structure.frac % 1.0, structure.frac)
+    points = (frac[None, :, :] + images[:, None, :]).reshape(-1, 3) @ structure.cell
     owner = np.tile(np.arange(len(structure.frac)), len(images))
     _, nearest = cKDTree(points).query(structure.voxel_cartesian(), workers=-1)
     return owner[nearest]
@@ -347,8 +362,7 @@ def magnetic_pairs(structure: SampleStructure, tolerance: float = 0.1) -> list[P
     pairs: list[Pair] = []
     if not structure.shells:
         return pairs
-    reach = int(np.ceil(max(structure.shells) / structure.voxel_size.min() / min(structure.shape)))
-    images = _images(structure.periodic, max(reach, 1))
+    images = _images(structure.periodic, _reach(structure.cell, max(structure.shells) + 0.5))
     shells = np.asarray(structure.shells)
     for a in mag:
         for b in mag:
@@ -398,8 +412,9 @@ def region_labels(
 
 
 def _minimum_image(structure: SampleStructure, vectors: np.ndarray) -> np.ndarray:
-    """Cartesian difference vectors reduced to their shortest periodic image."""
-    images = _images(structure.periodic) @ structure.cell
+    """Cartesian difference vectors (of points in the cell) reduced to their shortest periodic
+    image."""
+    images = _images(structure.periodic, _reach(structure.cell)) @ structure.cell
     best = vectors.copy()
     best_norm = np.linalg.norm(vectors, axis=1)
     for shift in images:
@@ -930,7 +945,6 @@ def filter_pair_responses(
     apart most.
     """
     from magnb.loader import DensityDataset
-    from magnb.viz import conv_layers
 
     model, config = _open_model(run_or_model)
     if dataset_dir is None:
@@ -944,6 +958,17 @@ def filter_pair_responses(
     space = InputSpace.of(dataset_dir)
     if template is None:
         template = onsite_template(dataset_dir)
+    table = pair_responses(model, structure, space, template)
+    table.attrs["calc_id"] = calc_id
+    return table
+
+
+def pair_responses(
+    model: Any, structure: SampleStructure, space: InputSpace, template: pd.DataFrame
+) -> pd.DataFrame:
+    """:func:`filter_pair_responses` for a given structure, input space and on-site shape."""
+    from magnb.viz import conv_layers
+
     first = conv_layers(model)[0]
     centre = np.full(3, 0.5)
     vectors: dict[int, list[np.ndarray]] = {}
@@ -951,32 +976,42 @@ def filter_pair_responses(
         v = structure.frac[pair.j] + np.asarray(pair.image) - structure.frac[pair.i]
         cart = v @ structure.cell
         seen = vectors.setdefault(pair.shell, [])
-        if not any(np.allclose(cart, s, atol=0.05) or np.allclose(cart, -s, atol=0.05)
-                   for s in (u @ structure.cell for u in seen)):  # fmt: skip
+        if not any(
+            np.allclose(cart, u @ structure.cell, atol=0.05)
+            or np.allclose(cart, -(u @ structure.cell), atol=0.05)
+            for u in seen
+        ):
             seen.append(v)
     rows = []
     for shell, vs in sorted(vectors.items()):
         for v in vs:
             a, b = centre - v / 2, centre + v / 2
-            configs = [(1.0, 1.0), (1.0, -1.0), (0.0, 1.0), (0.0, -1.0)]
             xs = []
-            for s1, s2 in configs:
+            for s1, s2 in ((1.0, 1.0), (1.0, -1.0), (0.0, 1.0), (0.0, -1.0)):
                 m = _moment_volume(structure, template, np.stack([a, b]), [s1, s2])
                 xs.append((_channels_of(m, space.channels) - space.offset) / space.scale)
             out = np.asarray(first(np.stack(xs).astype(np.float32)))
-            resp = out.reshape(4, -1, out.shape[-1]).mean(axis=1)
+            resp = out.reshape(4, -1, out.shape[-1]).astype(np.float64).mean(axis=1)
             cart = v @ structure.cell
             dist = float(np.linalg.norm(cart))
             for f in range(resp.shape[1]):
-                rows.append({
-                    "filter": f, "shell": shell, "distance": dist,
-                    "direction": tuple(np.round(cart / dist, 3)),
-                    "parallel": resp[0, f], "antiparallel": resp[1, f],
-                    "interaction": resp[0, f] - resp[1, f] - resp[2, f] + resp[3, f],
-                })  # fmt: skip
-    table = pd.DataFrame(rows)
+                rows.append(
+                    {
+                        "filter": f,
+                        "shell": shell,
+                        "distance": dist,
+                        "direction": tuple(float(c) for c in np.round(cart / dist, 3)),
+                        "parallel": resp[0, f],
+                        "antiparallel": resp[1, f],
+                        "interaction": resp[0, f] - resp[1, f] - resp[2, f] + resp[3, f],
+                    }
+                )
+    table = pd.DataFrame(
+        rows,
+        columns=["filter", "shell", "distance", "direction", "parallel", "antiparallel",
+                 "interaction"],
+    )  # fmt: skip
     table.attrs["template"] = template.attrs.get("source", "given")
-    table.attrs["calc_id"] = calc_id
     return table
 
 

@@ -27,7 +27,7 @@ from keras import ops
 
 from magnb.errors import MagnbError
 
-__all__ = ["PeriodicConv3D", "fft_length", "same_padding"]
+__all__ = ["LaplacianSmoothness", "PeriodicConv3D", "fft_length", "same_padding"]
 
 # Up to this many input channels the spectra are mixed by a loop of broadcast products; above it by
 # one matmul per frequency (see PeriodicConv3D._mix_channels).
@@ -392,3 +392,43 @@ class PeriodicConv3D(keras.layers.Layer):
             }
         )
         return config
+
+
+def _edge_pad(w: Any, axis: int) -> Any:
+    """``w`` with its first and last slice along ``axis`` repeated once (``keras.ops`` only)."""
+    n = w.shape[axis]
+    first = ops.take(w, [0], axis=axis)
+    last = ops.take(w, [n - 1], axis=axis)
+    return ops.concatenate([first, w, last], axis=axis)
+
+
+@keras.saving.register_keras_serializable(package="magnb")
+class LaplacianSmoothness(keras.regularizers.Regularizer):
+    """A penalty on rough 3D kernels: ``strength * mean_(cin, f) ||L w||^2 / (42 ||w||^2)``,
+    with ``L`` the 6-point discrete Laplacian over the kernel's three spatial axes (edges
+    repeated, so a constant kernel costs nothing) and 42 its energy gain on white noise, so
+    that white noise costs about ``strength`` and a smooth kernel much less. Normalized by the
+    kernel's own energy, it changes the shape of a filter, not its size (weight decay does
+    that). ``magnb.explain.kernel_smoothness`` is the same number without ``strength``.
+    """
+
+    def __init__(self, strength: float = 0.0) -> None:
+        self.strength = float(strength)
+
+    def __call__(self, w: Any) -> Any:
+        if min(w.shape[:3]) < 3:
+            return ops.zeros(())
+        p = w
+        for axis in range(3):
+            p = _edge_pad(p, axis)
+        c = p[1:-1, 1:-1, 1:-1]
+        lap = (
+            p[2:, 1:-1, 1:-1] + p[:-2, 1:-1, 1:-1] + p[1:-1, 2:, 1:-1] + p[1:-1, :-2, 1:-1]
+            + p[1:-1, 1:-1, 2:] + p[1:-1, 1:-1, :-2] - 6.0 * c
+        )  # fmt: skip
+        rough = ops.sum(ops.square(lap), axis=(0, 1, 2))
+        energy = ops.sum(ops.square(w), axis=(0, 1, 2))
+        return self.strength * ops.mean(rough / (42.0 * energy + 1e-12))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"strength": self.strength}

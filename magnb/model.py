@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import keras
 
 from magnb.errors import MagnbError
-from magnb.layers import PeriodicConv3D
+from magnb.layers import LaplacianSmoothness, PeriodicConv3D
 
 if TYPE_CHECKING:
     from magnb.config import TrainConfig
@@ -87,11 +87,13 @@ def build_model(
     inputs = keras.Input(shape=input_shape, name="density")
     x = inputs
     for i, (filters, kernel, pool) in enumerate(_blocks(config)):
+        smooth = i == 0 and config.kernel_smoothness > 0
         x = PeriodicConv3D(
             filters,
             kernel,
             periodic=periodic,
             activation=config.activation,
+            kernel_regularizer=LaplacianSmoothness(config.kernel_smoothness) if smooth else None,
             name=f"periodic_conv_{i + 1}",
         )(x)
         if pool > 1:

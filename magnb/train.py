@@ -465,6 +465,21 @@ def _optimizer(config: TrainConfig, steps_per_epoch: int) -> Any:
     return keras.optimizers.SGD(lr, momentum=0.9)
 
 
+def _first_kernel_energy(model: Any) -> float | None:
+    """:func:`magnb.explain.kernel_smoothness` of the model's first conv layer (None: none, or
+    a kernel too small to have a Laplacian)."""
+    import keras
+
+    from magnb.explain import kernel_smoothness
+    from magnb.layers import PeriodicConv3D
+
+    for layer in model.layers:
+        if isinstance(layer, PeriodicConv3D | keras.layers.Conv3D):
+            value = kernel_smoothness(np.asarray(layer.kernel))
+            return None if math.isnan(value) else value
+    return None
+
+
 def read_history(run_dir: Path) -> pd.DataFrame:
     path = run_dir / "history.csv"
     if not path.is_file() or path.stat().st_size == 0:
@@ -682,6 +697,9 @@ def _train(config: TrainConfig, progress: bool, run_dir: Path) -> RunResult:
         "train_seconds": seconds,
         "train_samples_per_second": samples_seen / seconds if seconds > 0 else None,
         "sizes": info["sizes"],
+        # how rough the first-layer filters are (magnb.explain.kernel_smoothness: ~1 white
+        # noise, 0 constant); null for kernels under 3 voxels a side
+        "kernel_laplacian_energy": _first_kernel_energy(best),
         "test": results,
         "warnings": sorted({e["small_sample_warning"] for e in results.values()} - {None}),
     }
@@ -908,7 +926,9 @@ def list_runs(runs_dir: str | Path) -> pd.DataFrame:
         }
         for key in ("learning_rate", "batch_size", "epochs", "seed", "strategy"):
             row[key] = cfg.get(key)
+        row["kernel_smoothness"] = cfg.get("kernel_smoothness", 0.0)
         row["epochs_trained"] = m.get("epochs_trained")
+        row["kernel_laplacian_energy"] = m.get("kernel_laplacian_energy")
         row["replicas"] = m.get("replicas")
         main = "balanced_accuracy" if m.get("task") == "classification" else "mae"
         for method, values in m.get("test", {}).items():
