@@ -225,6 +225,29 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from magnb.explain import per_class, shell_table
+
+    table = shell_table(
+        args.run_dir,
+        calc_ids=args.calc_id or None,
+        split=args.split,
+        steps=args.steps,
+        occlusion=not args.no_occlusion,
+        progress=True,
+    )
+    cols = [c for c in ("calc_id", "true", "predicted", "probability", "residual", "region", "ig",
+                        "ig_share", "occlusion", "occlusion_share") if c in table]  # fmt: skip
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table[cols].round(4).to_string(index=False))
+        if not args.calc_id:
+            print()
+            print(per_class(table).round(4).to_string(index=False))
+    return 0
+
+
 def cmd_run_id(args: argparse.Namespace) -> int:
     from magnb.config import dataset_identity, load_train_config
 
@@ -499,6 +522,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("runs", help="the run registry as a table")
     p.add_argument("runs", nargs="?", default="runs", help="runs folder")
     p.set_defaults(func=cmd_runs)
+
+    p = add("explain", help="what a run's decisions rest on: the shell table (magnb.explain)")
+    p.add_argument("run_dir", help="a finished run folder")
+    p.add_argument("--calc-id", action="append", help="a sample (repeat; default: the split)")
+    p.add_argument("--split", default="test", help="samples to explain without --calc-id")
+    p.add_argument("--steps", type=int, default=32, help="integrated-gradient steps")
+    p.add_argument("--no-occlusion", action="store_true", help="gradients only")
+    p.set_defaults(func=cmd_explain)
 
     p = add("run-id", help="print the run folder a config trains into (config + dataset hash)")
     p.add_argument("config", help="YAML file of TrainConfig settings")

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -201,7 +202,8 @@ from magnb import explain
 model = toy_classifier()
 x = np.random.default_rng(1).normal(0, 2, (8, 8, 8, 2)).astype("float32")
 attr, residual = explain.integrated_gradients(model, x, 0, steps=16)
-s = structure(np.eye(3) * 4.0, [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]], ["Mn", "Mn"], shape=(8, 8, 8))
+s = structure(np.eye(3) * 4.0, [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]], ["Mn", "Mn"], shape=(8, 8, 8),
+              shells=(2 * 3 ** 0.5,))
 space = explain.InputSpace(("m+", "m-"), np.zeros(2, "float32"), np.ones(2, "float32"))
 occ = explain.occlusion_table(model, x, s, 0, space, radius=1.0, ligands=False)
 print(json.dumps({{"sum": float(attr.sum()), "first": attr.ravel()[:5].tolist(),
@@ -285,3 +287,101 @@ def test_pair_response_interaction_vanishes_beyond_the_filter():
     assert np.abs(r_near["interaction"]).max() > 1e-3
     shells = explain.distinguished_shells(r_near)
     assert shells["distinguishes"].tolist() == ["shell 1", "shell 1"]
+
+
+# --------------------------------------------------------------------------------------------
+# ground truth on the demo's spin-pattern task
+
+
+def pattern_dataset(root: Path, n_compounds: int = 12) -> Path:
+    """The demo's four spin patterns in the rectangular cell, coarse (12 x 20 x 12 samples,
+    about 0.55 A per voxel in the plane), as tests/test_labels.py builds them."""
+    from magnb.collect import CollectConfig, collect
+    from magnb.dataset import ScrapeConfig, scrape
+    from magnb.split import SplitConfig, split_all
+    from magnb.synth import SynthConfig, write_demo_tree
+
+    config = SynthConfig(**{**SynthConfig.demo(n_compounds).__dict__, "grid": (12, 20, 48)})
+    write_demo_tree(root / "vasp", config, progress=False)
+    data = root / "data"
+    collect(CollectConfig(source=root / "vasp", data_dir=data, progress=False))
+    split_all(SplitConfig(data_dir=data, progress=False, workers=1))
+    scrape(ScrapeConfig(data_dir=data, grid=(12, 20, 12), slab_window=12.0,
+                        normalization="maxabs", stratify="order_pattern",
+                        fractions=(0.5, 0.25, 0.25), kfold=0, workers=1, progress=False))  # fmt: skip
+    return data
+
+
+def shuffled_copy(data: Path, out: Path) -> Path:
+    import shutil
+
+    from magnb.store import read_table, replace_table
+
+    shutil.copytree(data, out)
+    table = read_table(out)
+    table["order_pattern"] = np.random.default_rng(0).permutation(table["order_pattern"])
+    replace_table(out, table)
+    return out
+
+
+def train_pattern(data: Path, runs: Path) -> Path:
+    from magnb.config import TrainConfig, from_mapping
+    from magnb.train import train
+
+    config = from_mapping(
+        TrainConfig,
+        {"dataset_dir": str(data), "runs_dir": str(runs), "label": "order_pattern",
+         "filters": [8], "kernel_size": [9], "pool": [2], "dense": [16], "dropout": 0.0,
+         "epochs": 40, "batch_size": 4, "learning_rate": 3e-3, "workers": 1},
+    )  # fmt: skip
+    return train(config, progress=False).run_dir
+
+
+@pytest.mark.slow
+def test_ground_truth_first_neighbour_pairs_against_a_shuffled_control(tmp_path):
+    """A model trained on the spin patterns rests on the relative orientation of first-neighbour
+    A pairs: flipping one partner of a first-neighbour pair changes what flipping the other does
+    (the pair interaction of :func:`occlusion_table`) by more than 0.05 in probability for most
+    test samples; a model trained on shuffled labels shows no such dependence.
+
+    What does not hold, and why (measured here, 12 test samples; the report gives the
+    numbers): (1) "the largest share on shell 1" by integrated gradients holds for every sample
+    of both models: IG is zero where the input is (no magnetization), so it lies on the sites
+    and their tails, and the shell-1 paths hold the tails: a property of the geometry, not of
+    the model. (2) By pair interactions shell 1 is the largest for a minority of samples: the
+    demo's patterns also differ in their second shell (Neel: all six second neighbours
+    parallel; zigzag and stripe: four of six antiparallel), and the trained model uses it as
+    much. The check below is the one that separates the two models.
+    """
+    data = pattern_dataset(tmp_path / "demo")
+    control = shuffled_copy(data, tmp_path / "shuffled")
+    tables = {}
+    for name, d in (("trained", data), ("shuffled", control)):
+        run = train_pattern(d, tmp_path / f"runs-{name}")
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert 0 < metrics["kernel_laplacian_energy"] < 2
+        tables[name] = explain.shell_table(run, dataset_dir=data, split="test", steps=16)
+    from magnb.train import list_runs
+
+    assert "kernel_laplacian_energy" in list_runs(tmp_path / "runs-trained").columns
+    shells = ["A-A shell 1", "A-A shell 2", "A-A shell 3"]
+    report = {}
+    for name, table in tables.items():
+        assert table["residual"].abs().max() < 0.02
+        first = table[table["region"] == "A-A shell 1"].set_index("calc_id")["occlusion"]
+        report[name] = {
+            "samples": len(first),
+            "shell1_interaction_over_0.05": float((first > 0.05).mean()),
+            "ig_largest_shell1": float(
+                (explain.dominant_region(table, "ig_share", shells) == "A-A shell 1").mean()
+            ),
+            "occlusion_largest_shell1": float(
+                (
+                    explain.dominant_region(table.fillna(-1), "occlusion_share", shells)
+                    == "A-A shell 1"
+                ).mean()
+            ),  # fmt: skip
+        }
+    print(json.dumps(report))
+    assert report["trained"]["shell1_interaction_over_0.05"] >= 0.75, report
+    assert report["shuffled"]["shell1_interaction_over_0.05"] <= 0.25, report
