@@ -128,6 +128,10 @@ def test_region_of_a_pair_across_the_boundary():
     assert REGIONS[labels[0, 10, 10]] == "A-A shell 1"  # x = 0: the middle of the pair
     assert REGIONS[labels[1, 10, 10]] == "A site"  # x = 0.5 A: on the first Cr
     assert REGIONS[labels[10, 10, 10]] == "rest"  # x = 5 A: the wrong way round
+    # a sphere on the cell's face takes voxels from both sides of it
+    near = explain.voxels_near_segment(s, np.array([0, 0.5, 0.5]), np.array([0, 0.5, 0.5]), 0.6)
+    rows = set(np.unravel_index(near, s.shape)[0].tolist())
+    assert rows == {19, 0, 1}
     table = explain.region_summary(np.ones((20, 20, 20, 1)), labels)
     assert table["ig_share"].sum() == pytest.approx(1.0)
     assert table.set_index("region").loc["A-A shell 1", "ig"] >= 1
