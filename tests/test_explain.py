@@ -197,35 +197,40 @@ def test_occlusion_flips_in_raw_units_and_renormalizes():
 # backends
 
 
-IG_SCRIPT = """
+def explain_toy() -> dict:
+    """Integrated gradients and occlusion of the seeded toy classifier, as plain numbers."""
+    model = toy_classifier()
+    x = np.random.default_rng(1).normal(0, 2, (8, 8, 8, 2)).astype("float32")
+    attr, residual = explain.integrated_gradients(model, x, 0, steps=16)
+    s = structure(np.eye(3) * 4.0, [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]], ["Mn", "Mn"],
+                  shape=(8, 8, 8), shells=(2 * 3**0.5,))  # fmt: skip
+    space = InputSpace(("m+", "m-"), np.zeros(2, "float32"), np.ones(2, "float32"))
+    occ = explain.occlusion_table(model, x, s, 0, space, radius=1.0, ligands=False)
+    return {"sum": float(attr.sum()), "first": attr.ravel()[:5].tolist(),
+            "residual": residual, "effects": occ["effect"].tolist()}  # fmt: skip
+
+
+JAX_SCRIPT = f"""
 import json, sys
-import numpy as np
-sys.path.insert(0, {root!r})
-from tests.test_explain import toy_classifier, structure
-from magnb import explain
-model = toy_classifier()
-x = np.random.default_rng(1).normal(0, 2, (8, 8, 8, 2)).astype("float32")
-attr, residual = explain.integrated_gradients(model, x, 0, steps=16)
-s = structure(np.eye(3) * 4.0, [[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]], ["Mn", "Mn"], shape=(8, 8, 8),
-              shells=(2 * 3 ** 0.5,))
-space = explain.InputSpace(("m+", "m-"), np.zeros(2, "float32"), np.ones(2, "float32"))
-occ = explain.occlusion_table(model, x, s, 0, space, radius=1.0, ligands=False)
-print(json.dumps({{"sum": float(attr.sum()), "first": attr.ravel()[:5].tolist(),
-                  "residual": residual, "effects": occ["effect"].tolist()}}))
+sys.path.insert(0, {str(REPO_ROOT)!r})
+from tests.test_explain import explain_toy
+print(json.dumps(explain_toy()))
 """
-
-
-def explain_on(backend: str) -> dict:
-    env = {**os.environ, "KERAS_BACKEND": backend, "JAX_PLATFORMS": "cpu"}
-    done = subprocess.run([sys.executable, "-c", IG_SCRIPT.format(root=str(REPO_ROOT))],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.slow
 def test_explain_runs_alike_on_tensorflow_and_jax():
-    tf_out, jax_out = explain_on("tensorflow"), explain_on("jax")
+    """The same numbers on JAX (a subprocess: the backend is fixed when Keras starts) as on
+    TensorFlow (this process)."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", JAX_SCRIPT], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    jax_out = json.loads(done.stdout.strip().splitlines()[-1])
+    import keras
+
+    assert keras.backend.backend() == "tensorflow"
+    tf_out = explain_toy()
     assert abs(tf_out["residual"]) < 0.01 and abs(jax_out["residual"]) < 0.01
     assert jax_out["sum"] == pytest.approx(tf_out["sum"], rel=1e-3, abs=1e-6)
     np.testing.assert_allclose(jax_out["first"], tf_out["first"], rtol=1e-3, atol=1e-6)
