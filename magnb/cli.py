@@ -527,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a finished run folder")
     p.add_argument("--calc-id", action="append", help="a sample (repeat; default: the split)")
     p.add_argument("--split", default="test", help="samples to explain without --calc-id")
-    p.add_argument("--steps", type=int, default=32, help="integrated-gradient steps")
+    p.add_argument("--steps", type=int, default=16, help="integrated-gradient steps")
     p.add_argument("--no-occlusion", action="store_true", help="gradients only")
     p.set_defaults(func=cmd_explain)
 

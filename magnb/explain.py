@@ -23,6 +23,7 @@ differentiation (TensorFlow, JAX or PyTorch); the geometry is numpy, scipy and p
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,44 +75,78 @@ def _probability_fn(model: Any, target: int) -> Callable[[Any], Any]:
     return fn
 
 
-def class_gradient(model: Any, x: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
-    """The model's output ``target`` (a class probability) for a batch ``x`` and its gradient
-    with respect to ``x``, by the running backend's automatic differentiation.
+#: compiled gradient functions per model and target (tf.function / jax.jit), made once
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
-    Returns ``(values (batch,), gradients like x)``.
-    """
+
+def _compiled_gradient(model: Any, target: int) -> Callable[[np.ndarray], tuple[Any, Any]]:
+    """``x -> (values, gradients)`` for class ``target``, compiled for the running backend
+    (a TensorFlow graph, a jitted JAX function over the model's current weights; PyTorch
+    eagerly). Compiling halves the time of a 120^3 seed_base gradient on a CPU."""
     import keras
     from keras import ops
 
-    fn = _probability_fn(model, target)
-    x = np.asarray(x, dtype="float32")
+    per_model = _COMPILED.setdefault(model, {})
     backend = keras.backend.backend()
+    if backend == "jax":  # the weights are arguments: a jitted function must not close over them
+        import jax
+
+        key = (target, tuple(id(v) for v in model.variables))
+        if key not in per_model:
+
+            def total(x: Any, trainable: Any, other: Any) -> tuple[Any, Any]:
+                out, _ = model.stateless_call(trainable, other, x, training=False)
+                values = ops.take(out, int(target), axis=-1)
+                return ops.sum(values), values
+
+            per_model[key] = jax.jit(jax.value_and_grad(total, has_aux=True))
+        fn = per_model[key]
+
+        def run(x: np.ndarray) -> tuple[Any, Any]:
+            trainable = [v.value for v in model.trainable_variables]
+            other = [v.value for v in model.non_trainable_variables]
+            (_, values), grad = fn(x, trainable, other)
+            return values, grad
+
+        return run
+    if target in per_model:
+        return per_model[target]
+    prob = _probability_fn(model, target)
     if backend == "tensorflow":
         import tensorflow as tf
 
-        xt = tf.convert_to_tensor(x)
-        with tf.GradientTape() as tape:
-            tape.watch(xt)
-            values = fn(xt)
-            total = ops.sum(values)
-        return np.asarray(values), np.asarray(tape.gradient(total, xt))
-    if backend == "jax":
-        import jax
+        @tf.function(reduce_retracing=True)
+        def run(x: Any) -> tuple[Any, Any]:
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                values = prob(x)
+                total = ops.sum(values)
+            return values, tape.gradient(total, x)
 
-        def total(inputs: Any) -> tuple[Any, Any]:
-            values = fn(inputs)
-            return ops.sum(values), values
-
-        (_, values), grad = jax.value_and_grad(total, has_aux=True)(x)
-        return np.asarray(values), np.asarray(grad)
-    if backend == "torch":
+    elif backend == "torch":
         import torch
 
-        xt = torch.tensor(x, requires_grad=True)
-        values = fn(xt)
-        values.sum().backward()
-        return values.detach().cpu().numpy(), xt.grad.detach().cpu().numpy()
-    raise MagnbError(f"gradients are not implemented for the {backend!r} backend")
+        def run(x: Any) -> tuple[Any, Any]:
+            xt = torch.tensor(np.asarray(x), requires_grad=True)
+            values = prob(xt)
+            values.sum().backward()
+            return values.detach().cpu().numpy(), xt.grad.detach().cpu().numpy()
+
+    else:
+        raise MagnbError(f"gradients are not implemented for the {backend!r} backend")
+    per_model[target] = run
+    return run
+
+
+def class_gradient(model: Any, x: np.ndarray, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """The model's output ``target`` (a class probability) for a batch ``x`` and its gradient
+    with respect to ``x``, by the running backend's automatic differentiation (TensorFlow's
+    GradientTape, ``jax.grad``, PyTorch's autograd), compiled once per model and target.
+
+    Returns ``(values (batch,), gradients like x)``.
+    """
+    values, grad = _compiled_gradient(model, target)(np.asarray(x, dtype="float32"))
+    return np.asarray(values), np.asarray(grad)
 
 
 def integrated_gradients(
@@ -119,17 +154,19 @@ def integrated_gradients(
     x: np.ndarray,
     target: int,
     baseline: np.ndarray | None = None,
-    steps: int = 32,
+    steps: int = 16,
     batch_size: int = 8,
 ) -> tuple[np.ndarray, float]:
     """Integrated gradients of the probability of class ``target`` for one sample ``x``
     (X, Y, Z, C), from ``baseline`` (default: zeros, the input of a cell with no magnetization
     when the dataset is not offset-normalized).
 
-    ``attr = (x - b) * mean_k grad p(b + t_k (x - b))`` over the ``steps`` midpoints
-    ``t_k = (k + 1/2) / steps`` of the straight path (the midpoint rule). Completeness:
-    ``attr.sum() = p(x) - p(b)`` up to the quadrature error, which is returned as the residual
-    ``attr.sum() - (p(x) - p(b))`` (in probability units; shrinks as ``steps`` grows).
+    ``attr = (x - b) * sum_k w_k grad p(b + t_k (x - b))`` over the ``steps`` Gauss-Legendre
+    nodes ``t_k`` and weights ``w_k`` of [0, 1] (exact for a path integrand that is a polynomial
+    of degree ``2 steps - 1``; far fewer steps than the midpoint rule for the same error).
+    Completeness: ``attr.sum() = p(x) - p(b)`` up to the quadrature error, which is returned as
+    the residual ``attr.sum() - (p(x) - p(b))`` (in probability units: the integrated quantity
+    is the target class's softmax probability, not its logit).
 
     Returns ``(attribution like x, residual)``.
     """
@@ -143,13 +180,15 @@ def integrated_gradients(
         raise MagnbError(f"baseline shape {b.shape} differs from the sample's {x.shape}")
     delta = x - b
     total = np.zeros(x.shape, dtype=np.float64)
-    ts = (np.arange(steps) + 0.5) / steps
+    nodes, weights = np.polynomial.legendre.leggauss(steps)
+    ts, ws = (nodes + 1) / 2, weights / 2
     for start in range(0, steps, batch_size):
         t = ts[start : start + batch_size].astype(np.float32)
         path = b[None] + t[:, None, None, None, None] * delta[None]
         _, grad = class_gradient(model, path, target)
-        total += grad.astype(np.float64).sum(axis=0)
-    attr = delta * total / steps
+        w = ws[start : start + batch_size]
+        total += np.tensordot(w, grad.astype(np.float64), axes=(0, 0))
+    attr = delta * total
     ends, _ = class_gradient(model, np.stack([x, b]), target)
     residual = float(attr.sum() - (float(ends[0]) - float(ends[1])))
     return attr.astype(np.float32), residual
@@ -327,10 +366,11 @@ def voxels_near_segment(
     return np.unique(np.ravel_multi_index(idx[inside].T, tuple(shape)))
 
 
-def nearest_atom(structure: SampleStructure) -> np.ndarray:
+def nearest_atom(structure: SampleStructure, distance: bool = False) -> Any:
     """For each voxel (C order), the index of the nearest atom, periodic images included along
     the periodic axes (minimum-image distance in the real cell, by a k-d tree over the atoms and
-    their neighbouring images)."""
+    enough of their images for any cell shape, :func:`_reach`). With ``distance``, also that
+    distance (A): ``(owner, distance)``."""
     from scipy.spatial import cKDTree
 
     if len(structure.frac) == 0:
@@ -339,8 +379,8 @@ def nearest_atom(structure: SampleStructure) -> np.ndarray:
     frac = np.where(structure.periodic, structure.frac % 1.0, structure.frac)
     points = (frac[None, :, :] + images[:, None, :]).reshape(-1, 3) @ structure.cell
     owner = np.tile(np.arange(len(structure.frac)), len(images))
-    _, nearest = cKDTree(points).query(structure.voxel_cartesian(), workers=-1)
-    return owner[nearest]
+    dist, nearest = cKDTree(points).query(structure.voxel_cartesian(), workers=-1)
+    return (owner[nearest], dist) if distance else owner[nearest]
 
 
 @dataclass(frozen=True)
@@ -395,10 +435,7 @@ def region_labels(
     """
     n = int(np.prod(structure.shape))
     labels = np.full(n, len(REGIONS) - 1, dtype=np.int8)
-    owner = nearest_atom(structure)
-    dist = np.linalg.norm(
-        _minimum_image(structure, structure.voxel_cartesian() - structure.cartesian[owner]), axis=1
-    )
+    owner, dist = nearest_atom(structure, distance=True)
     ligand = ~structure.magnetic[owner] & (dist <= site_radius + 1.0)
     labels[ligand] = REGIONS.index("ligand")
     for pair in sorted(magnetic_pairs(structure), key=lambda p: -p.shell):
@@ -425,12 +462,15 @@ def _minimum_image(structure: SampleStructure, vectors: np.ndarray) -> np.ndarra
     return best
 
 
-def atom_table(structure: SampleStructure, attribution: np.ndarray) -> pd.DataFrame:
+def atom_table(
+    structure: SampleStructure, attribution: np.ndarray, owner: np.ndarray | None = None
+) -> pd.DataFrame:
     """Attribution summed over the voxels nearest each atom (all channels), one row per atom:
-    index, species, magnetic, position (A), attribution, share of the total absolute."""
+    index, species, magnetic, position (A), attribution, share of the total absolute.
+    ``owner`` is :func:`nearest_atom` of the structure, when already at hand."""
     a = np.asarray(attribution, dtype=np.float64)
     per_voxel = a.reshape(-1, a.shape[-1]).sum(axis=1) if a.ndim == 4 else a.ravel()
-    owner = nearest_atom(structure)
+    owner = nearest_atom(structure) if owner is None else np.asarray(owner).ravel()
     n = len(structure.frac)
     sums = np.bincount(owner, weights=per_voxel, minlength=n)
     absum = np.bincount(owner, weights=np.abs(per_voxel), minlength=n)
@@ -552,9 +592,10 @@ def site_occluded(
 
 
 def _predict(model: Any, xs: np.ndarray, target: int, batch_size: int = 8) -> np.ndarray:
+    """The probability of ``target`` for a batch, by Keras' compiled predict step."""
     out = []
     for start in range(0, len(xs), batch_size):
-        out.append(np.asarray(model(xs[start : start + batch_size], training=False))[:, target])
+        out.append(np.asarray(model.predict_on_batch(xs[start : start + batch_size]))[:, target])
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -567,11 +608,12 @@ def occlusion_table(
     radius: float = 1.0,
     mode: str = "flip",
     ligands: bool = True,
+    pairs: bool = True,
 ) -> pd.DataFrame:
     """The causal check for one sample: the change of the probability of class ``target``
     when one site's moment is flipped (``mode="flip"``) or removed (``"zero"``) within
     ``radius`` A, for every magnetic site (and, with ``ligands``, every other atom, its
-    moment removed); and for every pair of distinct magnetic neighbours (shells 1-3) the
+    moment removed); and (with ``pairs``) for every pair of distinct magnetic neighbours (shells 1-3) the
     interaction ``p(flip i, j) - p(flip i) - p(flip j) + p(x)``: what flipping the two together
     does beyond flipping each alone (for a model linear in the products ``s_i s_j`` of the site
     moments' signs, 4 J_ij; zero for a model that reads the two sites independently). A pair of
@@ -591,7 +633,7 @@ def occlusion_table(
             shells_of.setdefault((min(p.i, p.j), max(p.i, p.j)), set()).add(p.shell)
     # flipping two sites flips every image of each: a pair joined through two shells (in a
     # small cell) cannot be told apart by flips and is left out
-    pairs = {key: min(s) for key, s in shells_of.items() if len(s) == 1}
+    pair_shell = {key: min(s) for key, s in shells_of.items() if len(s) == 1} if pairs else {}
     single = np.stack([site_occluded(x, structure, [i], space, radius, mode) for i in mag]
                       or [x])  # fmt: skip
     p_site = dict(zip(mag, _predict(model, single, target), strict=False))
@@ -603,12 +645,12 @@ def occlusion_table(
                             for i in others])  # fmt: skip
         for i, p in zip(others, _predict(model, removed, target), strict=True):
             rows.append({"kind": "ligand", "region": "ligand", "i": i, "j": -1, "effect": p - p0})
-    if pairs:
-        keys = sorted(pairs)
+    if pair_shell:
+        keys = sorted(pair_shell)
         both = np.stack([site_occluded(x, structure, [i, j], space, radius, mode)
                          for i, j in keys])  # fmt: skip
         for (i, j), p in zip(keys, _predict(model, both, target), strict=True):
-            rows.append({"kind": "pair", "region": f"A-A shell {pairs[(i, j)]}", "i": i,
+            rows.append({"kind": "pair", "region": f"A-A shell {pair_shell[(i, j)]}", "i": i,
                          "j": j, "effect": p - p_site[i] - p_site[j] + p0})  # fmt: skip
     table = pd.DataFrame(rows, columns=["kind", "region", "i", "j", "effect"])
     table.attrs["probability"] = p0
@@ -678,7 +720,7 @@ def shell_table(
     calc_ids: Sequence[str] | None = None,
     split: str = "test",
     label: str | None = None,
-    steps: int = 32,
+    steps: int = 16,
     site_radius: float = 1.0,
     path_radius: float = 1.0,
     occlusion: bool = True,
