@@ -843,13 +843,13 @@ def onsite_template(
     dataset_dir: str | Path | None = None,
     calc_ids: Sequence[str] | None = None,
     r_max: float = 2.0,
-    bins: int = 40,
+    bins: int = 20,
     max_samples: int = 8,
 ) -> pd.DataFrame:
     """The dataset's own on-site magnetization shape: the spherical average (radial bins of
-    ``r_max / bins`` A) of the magnetization around every magnetic atom of up to
-    ``max_samples`` samples, each times the sign of its own moment, normalized to one muB
-    (``sum 4 pi r^2 density dr = 1``). Without a dataset, or where it shows no moment, a
+    ``r_max / bins`` A; a bin no voxel falls in is interpolated from its neighbours) of the
+    magnetization around every magnetic atom of up to ``max_samples`` samples, each times the
+    sign of its own moment, normalized to one muB (``sum 4 pi r^2 density dr = 1``). Without a dataset, or where it shows no moment, a
     Gaussian of width :data:`FALLBACK_SIGMA` A; ``attrs["source"]`` says which."""
     edges = np.linspace(0.0, r_max, bins + 1)
     centres = 0.5 * (edges[1:] + edges[:-1])
@@ -877,6 +877,9 @@ def onsite_template(
                 sums += np.bincount(b, weights=sign * m[idx], minlength=bins)
                 counts += np.bincount(b, minlength=bins)
     density = np.divide(sums, counts, out=np.zeros(bins), where=counts > 0)
+    seen = counts > 0
+    if seen.any():  # bins finer than the voxels hold none: linear between their neighbours
+        density = np.interp(centres, centres[seen], density[seen], right=0.0)
     norm = float((4 * np.pi * centres**2 * density).sum() * (edges[1] - edges[0]))
     if norm > 0 and np.isfinite(norm):
         density = density / norm

@@ -298,6 +298,36 @@ def test_pair_response_interaction_vanishes_beyond_the_filter():
     assert shells["distinguishes"].tolist() == ["shell 1", "shell 1"]
 
 
+def test_onsite_template_without_a_dataset_is_a_unit_gaussian():
+    t = explain.onsite_template(None, r_max=3.0, bins=300)
+    assert t.attrs["source"].startswith("gaussian")
+    dr = t["r"].iloc[1] - t["r"].iloc[0]
+    assert (4 * np.pi * t["r"] ** 2 * t["density"]).sum() * dr == pytest.approx(1.0, rel=1e-3)
+
+
+def test_filter_profiles_are_in_angstrom_along_each_axis():
+    """A filter whose only weight sits 2 taps along c, in a cell of 0.25 A voxels along a and b
+    and 1 A along c: its radial energy is all at 2 A, its polar angle 0 (along c)."""
+    import keras
+
+    from magnb.layers import PeriodicConv3D
+
+    inputs = keras.Input(shape=(8, 8, 8, 1))
+    model = keras.Model(inputs, PeriodicConv3D(1, 5, name="periodic_conv_1")(inputs))
+    kernel = np.zeros((5, 5, 5, 1, 1), dtype="float32")
+    kernel[2, 2, 4, 0, 0] = 1.0
+    model.get_layer("periodic_conv_1").kernel.assign(kernel)
+    s = structure(np.diag([2.0, 2.0, 8.0]), [[0, 0, 0]], ["Cr"], shape=(8, 8, 8))
+    p = explain.filter_profiles(model, s, bins=4)
+    radial = p[p["kind"] == "radial"].set_index("bin")["value"]
+    assert radial.sum() == pytest.approx(1.0)
+    peak = radial.idxmax()
+    width = radial.index[1] - radial.index[0]
+    assert abs(peak - 2.0) <= width / 2 + 1e-9 and radial.max() == pytest.approx(1.0)
+    polar = p[p["kind"] == "polar"].set_index("bin")["value"]
+    assert polar.idxmax() < 45 and polar.max() == pytest.approx(1.0)
+
+
 # --------------------------------------------------------------------------------------------
 # ground truth on the demo's spin-pattern task
 
@@ -370,6 +400,11 @@ def test_ground_truth_first_neighbour_pairs_against_a_shuffled_control(tmp_path)
         metrics = json.loads((run / "metrics.json").read_text())
         assert 0 < metrics["kernel_laplacian_energy"] < 2
         tables[name] = explain.shell_table(run, dataset_dir=data, split="test", steps=16)
+        if name == "trained":
+            responses = explain.filter_pair_responses(run)
+            assert responses.attrs["template"] == "dataset"
+            assert set(responses["shell"]) == {1, 2, 3}
+            assert len(explain.distinguished_shells(responses)) == 8  # one row per filter
     from magnb.train import list_runs
 
     assert "kernel_laplacian_energy" in list_runs(tmp_path / "runs-trained").columns
