@@ -115,6 +115,14 @@ def main() -> None:
             f"share of |attribution| on the A sites: "
             f"{float(region.set_index('region').loc['A site', 'ig_share']):.3f}.",
             "",
+            f'Target "seconds, not minutes": {"met" if core < 60 else "not met here"}. All but '
+            f"the geometry rows are passes of the model ({fmt_s(timings[0][1])} a forward pass of "
+            f"seed_base on this machine; a gradient step costs about twice that): integrated "
+            f"gradients are {args.steps} gradient passes (Gauss-Legendre nodes; the residual "
+            f"says whether fewer would do), site occlusion one forward pass per magnetic site. "
+            f"The geometry (structure, regions, nearest atoms) takes "
+            f"{fmt_s(sum(t for n, t, _ in timings[2:6]))}.",
+            "",
             *machine_lines(
                 [
                     "keras",
