@@ -1096,7 +1096,14 @@ def kernel_smoothness(kernel: np.ndarray) -> float:
     Laplacian (edges repeated), averaged. White noise gives about 1 (a little less: the
     repeated edges), a kernel smooth on the scale of a few voxels much less, a constant 0; it
     does not depend on the kernel's scale. A kernel of all zeros counts as smooth (0); a kernel
-    with a side under 3 voxels has no Laplacian to speak of and gives NaN."""
+    with a side under 3 voxels has no Laplacian to speak of and gives NaN.
+
+    >>> kernel_smoothness(np.ones((5, 5, 5, 1, 1)))
+    0.0
+    >>> w = np.zeros((3, 3, 3, 1, 1)); w[1, 1, 1] = 1.0  # one spike: 36 + 6 over 42
+    >>> kernel_smoothness(w)
+    1.0
+    """
     w = np.asarray(kernel, dtype=np.float64)
     if w.ndim != 5:
         raise MagnbError(f"expected a kernel (kx, ky, kz, cin, filters), got shape {w.shape}")

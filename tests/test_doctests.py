@@ -9,7 +9,15 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "name", ["magnb.errors", "magnb.grid", "magnb.store", "magnb.collect", "magnb.symmetry"]
+    "name",
+    [
+        "magnb.errors",
+        "magnb.grid",
+        "magnb.store",
+        "magnb.collect",
+        "magnb.symmetry",
+        "magnb.explain",
+    ],
 )
 def test_docstring_examples(name):
     module = importlib.import_module(name)
