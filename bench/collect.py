@@ -54,7 +54,12 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """One collect call in this (fresh) process: time and peak memory."""
     from magnb.collect import CollectConfig, collect
 
-    settings = {"source": spec["source"], "data_dir": spec["data"], "progress": False}
+    settings = {
+        "source": spec["source"],
+        "data_dir": spec["data"],
+        "layout": spec["layout"],
+        "progress": False,
+    }
     if spec.get("verify"):
         settings["verify"] = True
     config = CollectConfig(**settings)
@@ -126,10 +131,14 @@ def main() -> None:
                     write_demo_tree(tree / sub, config, progress=False)
                 print(f"N = {n}: tree written in {time.perf_counter() - t:.0f} s", flush=True)
             shutil.rmtree(data, ignore_errors=True)
-            spec = {"source": str(tree), "data": str(data)}
+            batched = synth_batches(n, tuple(args.grid))[0][0] != ""
+            layout = "{batch}/{formula}/{run}/CHGCAR*" if batched else "{formula}/{run}/CHGCAR*"
+            spec = {"source": str(tree), "data": str(data), "layout": layout}
             first = run_worker(Path(__file__), spec)
             again = run_worker(Path(__file__), spec)
             verify = run_worker(Path(__file__), {**spec, "verify": True}) if has_verify else None
+            if not first["rows"] == again["rows"] == n:
+                raise SystemExit(f"N = {n}: collect found {first['rows']} calculations, not {n}")
             ratio = again["time"] / first["time"]
             ratios.append(ratio)
             print(f"N = {n}: first {first['time']:.2f} s, re-run {again['time']:.2f} s", flush=True)
@@ -179,15 +188,18 @@ def main() -> None:
             "",
             table,
             "",
-            f"Target: re-run <= {100 * TARGET:.0f}% of the first run: "
-            + ("**PASS**" if all(r <= TARGET for r in ratios) else "**FAIL**")
+            f"Target: re-run <= {100 * TARGET:.0f}% of the first run, at the largest tree "
+            f"(N = {max(args.n)}, the issue's): "
+            + ("**PASS**" if ratios[args.n.index(max(args.n))] <= TARGET else "**FAIL**")
+            + ". A re-run's cost is a walk, a stat of every file and the manifest written "
+            "again, plus a fixed part (imports done, the lock, reading the old manifest, one "
+            "fsync per published file) that weighs most in the smallest tree."
             + (
                 ""
                 if has_verify
-                else " (this collect re-hashes every file on every run: it has no `verify` "
-                "setting yet, so the stat-based skip of issue 15 is not in it)"
-            )
-            + ".",
+                else " This collect re-hashes every file on every run: it has no `verify` "
+                "setting yet, so the stat-based skip of issue 15 is not in it."
+            ),
         ]
     )
     publish(HEADING, section, args.out, False, args.no_write)
