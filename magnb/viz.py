@@ -364,7 +364,7 @@ def _sheared(m: np.ndarray) -> bool:
 
 
 def _plane_heatmap(data: np.ndarray, m: np.ndarray, origin: np.ndarray, limit: float,
-                   units: str, showscale: bool = True, max_pixels: int = 240) -> Any:  # fmt: skip
+                   units: str, showscale: bool = True, max_pixels: int = 300) -> Any:  # fmt: skip
     """``data[p, q]`` drawn with voxel ``(p, q)`` at ``m @ ((p, q) - origin)`` angstrom.
 
     An orthogonal plane is a plain heatmap on the voxel centres (``z`` is the slice itself). A
@@ -386,7 +386,7 @@ def _plane_heatmap(data: np.ndarray, m: np.ndarray, origin: np.ndarray, limit: f
     corners = np.array([[-0.5, -0.5], [n0 - 0.5, -0.5], [-0.5, n1 - 0.5], [n0 - 0.5, n1 - 0.5]])
     xy = (corners - origin) @ m.T
     lo, hi = xy.min(axis=0), xy.max(axis=0)
-    step = max(min(m[0, 0], m[1, 1]) / 3, float((hi - lo).max()) / max_pixels)
+    step = max(min(m[0, 0], m[1, 1]) / 4, float((hi - lo).max()) / max_pixels)
     xs = np.arange(lo[0] + step / 2, hi[0], step)
     ys = np.arange(lo[1] + step / 2, hi[1], step)
     gx, gy = np.meshgrid(xs, ys)  # rows: y
@@ -422,6 +422,7 @@ def slice_figure(
     distance: float = 1.0,
     origin: Any = None,
     vmax: float | None = None,
+    note: str = "",
 ) -> Any:
     """One slice on the real cell, in angstrom, with the atoms within ``distance`` A of its plane.
 
@@ -429,7 +430,8 @@ def slice_figure(
     non-orthogonal cells are drawn sheared. Colours are diverging and centred on zero, over the
     whole volume's range (``vmax`` overrides it), never narrower than :data:`DENSITY_FLOOR` for a
     density: a sample without magnetization is white and says so. ``origin``: the voxel drawn at
-    0 (a kernel's centre). ``layout.meta`` records the axis, index and distance drawn.
+    0 (a kernel's centre); ``note``: a line under the title. ``layout.meta`` records the axis,
+    index and distance drawn.
     """
     import plotly.graph_objects as go
 
@@ -439,7 +441,7 @@ def slice_figure(
         voxel_size = geometry.vectors if geometry is not None else (1.0, 1.0, 1.0)
     m = plane_axes(voxel_size, axis)
     o = np.zeros(3) if origin is None else np.broadcast_to(np.asarray(origin, dtype=float), 3)
-    limit, note = colour_limit(np.abs(volume).max() if vmax is None else vmax, units)
+    limit, empty = colour_limit(np.abs(volume).max() if vmax is None else vmax, units)
     fig = go.Figure(_plane_heatmap(data, m, o[rest], limit, units))
     fig.add_trace(
         go.Scatter(
@@ -451,9 +453,12 @@ def slice_figure(
         )  # fmt: skip
     )
     head = title or f"slice {index} across {AXES[axis]}"
+    lines = [note] if note else []
     if geometry is not None:
         _set_atoms(fig.data[1], geometry, axis, index, distance, m, o)
-        head += f"<br><sup>atoms within {distance:g} A of the plane</sup>"
+        lines.append(f"atoms within {distance:g} A of the plane")
+    if lines:
+        head += f"<br><sup>{'; '.join(lines)}</sup>"
     xt, yt = _plane_titles(axis, m)
     fig.update_layout(
         title=head,
@@ -464,7 +469,7 @@ def slice_figure(
         height=500,
         meta={"axis": int(axis), "index": int(index), "distance": float(distance)},
     )
-    _note(fig, note, x=0.5, y=0.5, xref="paper", yref="paper")
+    _note(fig, empty, x=0.5, y=0.5, xref="paper", yref="paper")
     return fig
 
 
@@ -806,7 +811,10 @@ class FilterExplorer(_Explorer):
         }  # fmt: skip
 
     def update(self) -> None:
+        state = {"layer": self.layer.value, "filter": self.filter.value,
+                 "channel": self.channel.value}  # fmt: skip
         for name, fig in self.figures().items():
+            fig.layout.meta = {**(fig.layout.meta or {}), **state, "view": f"filters-{name}"}
             self.views[name].show(fig)
 
     def widget(self) -> Any:
@@ -922,18 +930,20 @@ class DensityExplorer(_Explorer):
         vol = arr[..., self.channel.value]
         name = self.channels[self.channel.value] if source != "activation" else (
             f"{self.layer.value} map {self.channel.value}")  # fmt: skip
-        what = (f"as stored; the model sees it {self.normalization}-normalized"
+        what = (f"as stored (the model sees it {self.normalization}-normalized)"
                 if source == "input" and self.normalization != "none" else "")  # fmt: skip
         geometry = self.geometry_shown()
         return slice_figure(
             vol, self.axis.value, self.index.value, geometry.vectors,
-            title=f"{self.calc_id}: {source} {name}, slice {self.index.value}"
-                  + (f" ({what})" if what else ""),
-            units=self.units(), geometry=geometry, distance=self.distance,
+            title=f"{self.calc_id}: {source} {name}, slice {self.index.value}",
+            units=self.units(), geometry=geometry, distance=self.distance, note=what,
         )  # fmt: skip
 
     def update(self) -> None:
-        self.view.show(self.figure())
+        fig = self.figure()
+        fig.layout.meta = {**fig.layout.meta, "view": "density", "source": self.source.value,
+                           "layer": self.layer.value, "channel": self.channel.value}  # fmt: skip
+        self.view.show(fig)
 
     def widget(self) -> Any:
         import ipywidgets as w

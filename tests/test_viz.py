@@ -240,7 +240,7 @@ def test_an_empty_sample_is_white_and_says_so(fixture_dataset, model):
     )
 
 
-def test_density_explorer_shows_stored_units_not_normalized(model, fixture_dataset):
+def test_density_explorer_shows_stored_units_not_normalized(model, fixture_dataset, tmp_path):
     """Defect: the colour bar said "normalized" for a dataset stored without normalization. The
     input is shown as stored, in the dataset's channel units."""
     explorer = DensityExplorer(model, fixture_dataset, "NO__polarized")
@@ -249,6 +249,26 @@ def test_density_explorer_shows_stored_units_not_normalized(model, fixture_datas
     assert "normalized" not in explorer.fig.layout.title.text
     explorer.source.value = "saliency"
     assert explorer.fig.data[0].colorbar.title.text == "d p / d input"
+    # a normalized copy: still drawn in muB/A^3 as stored, and the title says what the model sees
+    scrape(
+        ScrapeConfig(
+            data_dir=fixture_dataset,
+            out_dir=tmp_path,
+            grid=(8, 12, 16),
+            channels=("m+", "m-"),
+            kfold=0,
+            fractions=(1.0, 0.0, 0.0),
+            stratify="none",
+            normalization="maxabs",
+            progress=False,
+            workers=1,
+        )  # fmt: skip
+    )
+    scaled = DensityExplorer(model, tmp_path, "NO__polarized")
+    np.testing.assert_array_equal(scaled.raw, explorer.raw)
+    assert not np.allclose(scaled.x[0], scaled.raw)
+    assert scaled.fig.data[0].colorbar.title.text == "muB/A^3"
+    assert "the model sees it maxabs-normalized" in scaled.fig.layout.title.text
 
 
 def test_density_explorer_switches_sources(model, fixture_dataset):
