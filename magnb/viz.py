@@ -626,7 +626,7 @@ def isosurface_figure(
             ),
         ]  # fmt: skip
     )
-    axis = {"nticks": 4, "tickfont": {"size": 10}}
+    axis = {"nticks": 4, "tickfont": {"size": 11}}
     sheared = not np.allclose(vectors, np.diag(size), atol=1e-9 * size.max())
     fig.update_layout(
         title=(title or "isosurfaces") + f"<br><sup>at +-{level:g} of the largest |value|"
@@ -634,7 +634,8 @@ def isosurface_figure(
         width=620,
         height=520,
         margin={"l": 10, "r": 10, "t": 70, "b": 10},
-        scene={"aspectmode": "data", "xaxis": {**axis, "title": {"text": "a (A)"}},
+        scene={"aspectmode": "data", "camera": {"eye": {"x": 1.6, "y": 1.6, "z": 1.0}},
+               "xaxis": {**axis, "title": {"text": "a (A)"}},
                "yaxis": {**axis, "title": {"text": "b (A)"}},
                "zaxis": {**axis, "title": {"text": "c (A)"}}},
     )  # fmt: skip
