@@ -412,20 +412,34 @@ def find_calculations(config: CollectConfig) -> list[dict]:
 
 
 def _companion_files(folder: Path, names: tuple[str, ...], root: Path) -> list[Path]:
+    """The first of ``name``, ``name.gz``, ... that is a file in ``folder``, for each name; a
+    symlink counts only when it resolves inside ``root``. One directory listing and one
+    ``realpath`` per folder, plus one per symlink: a re-run of an unchanged tree is mostly this."""
     root_real = os.path.realpath(root)
+    try:
+        with os.scandir(folder) as it:
+            present = {e.name: e for e in it}
+        folder_real = os.path.realpath(folder)
+    except OSError:
+        return []
     out = []
     for name in names:
         for suffix in COMPRESSED_SUFFIXES:
-            p = folder / f"{name}{suffix}"
+            entry = present.get(f"{name}{suffix}")
+            if entry is None:
+                continue
             try:
-                if not p.is_file():
+                if not entry.is_file():  # follows a symlink, as Path.is_file does
                     continue
-                real = os.path.realpath(p)
+                if entry.is_symlink():
+                    real = os.path.realpath(entry.path)
+                else:
+                    real = os.path.join(folder_real, entry.name)
             except (OSError, RuntimeError):
                 continue  # a symlink loop: not a companion
             if real != root_real and not real.startswith(root_real + os.sep):
                 continue  # a symlink out of the tree
-            out.append(p)
+            out.append(folder / entry.name)
             break
     return out
 

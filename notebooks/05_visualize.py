@@ -17,12 +17,13 @@
 # %% [markdown]
 # # 05 visualize
 #
-# Look inside a trained run: walk through its 3D filters slice by slice, see a sample's input, a layer's activations and the saliency map with the atoms near the slice, and the dataset and learning curves. Opens the latest run unless `run_id` names one. Move the sliders; nothing here writes to the run except `save_pictures`.
+# Look inside a trained run: walk through its 3D filters slice by slice, see a sample's input (in muB/A^3, as stored), a layer's activations and the saliency map on the sample's real cell with the atoms within `atom_distance` A of the slice, and the dataset and learning curves. Opens the latest run unless `run_id` names one. Move the sliders; nothing here writes to the run except `save_pictures`.
 
 # %% tags=["parameters"]
 runs_dir = "../demo/runs"  # where the runs are (configs/default.yaml's runs_dir, demo/runs)
 run_id = None  # None: the latest finished run
-calc_id = None  # sample for the density explorer (None: the first one)
+calc_id = None  # sample whose lattice and density the explorers show (None: the first test one)
+atom_distance = 1.0  # A: atoms this close to a slice's plane are drawn on it
 save_pictures = False  # write static pictures to <run>/figures (batch runs)
 
 # %%
@@ -32,16 +33,20 @@ run = load_run(runs_dir, run_id)
 print(run.run_dir.name, run.config.label, run.config.model)
 print({k: v.get("balanced_accuracy", v.get("mae")) for k, v in run.metrics["test"].items()})
 
-# %%
-from magnb.viz import FilterExplorer, dataset_voxel_size
+# %% [markdown]
+# Kernel axes are in angstrom from the voxels of the sample `calc_id` (its own lattice, times the pooling before the layer), centred on the kernel's middle voxel.
 
-filters = FilterExplorer(run.model, dataset_voxel_size(run.dataset_dir))
+# %%
+from magnb.viz import FilterExplorer, default_sample, sample_geometry
+
+calc_id = calc_id or default_sample(run.dataset_dir)
+filters = FilterExplorer(run.model, geometry=sample_geometry(run.dataset_dir, calc_id))
 filters.widget()
 
 # %%
 from magnb.viz import DensityExplorer
 
-density = DensityExplorer(run.model, run.dataset_dir, calc_id)
+density = DensityExplorer(run.model, run.dataset_dir, calc_id, distance=atom_distance)
 density.widget()
 
 # %%
