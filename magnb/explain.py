@@ -278,12 +278,9 @@ def neighbour_shells(
 
 
 def sample_structure(dataset_dir: str | Path, calc_id: str) -> SampleStructure:
-    """The structure of one scraped sample in its voxel grid (atoms from
-    :func:`magnb.viz.sample_geometry`, the sample cell from the split file's lattice and the
-    scrape settings, shells from the whole crystal)."""
-    import h5py
-    import yaml
-
+    """The structure of one scraped sample in its voxel grid: atoms and voxel vectors from
+    :func:`magnb.viz.sample_geometry` (the sample cell is its voxel vectors times the grid),
+    neighbour shells from the whole crystal in the split file."""
     from magnb.split import load_split
     from magnb.store import read_table, split_file_path
     from magnb.viz import sample_geometry
@@ -291,17 +288,11 @@ def sample_structure(dataset_dir: str | Path, calc_id: str) -> SampleStructure:
     dataset_dir = Path(dataset_dir)
     geometry = sample_geometry(dataset_dir, calc_id)
     row = read_table(dataset_dir).set_index("calc_id").loc[calc_id]
-    with h5py.File(dataset_dir / "dataset.h5", "r") as f:
-        settings = yaml.safe_load(f.attrs["config"])
     split = load_split(split_file_path(dataset_dir, row["split_file"]))
     lattice = np.asarray(split["lattice"], dtype=float)
-    if settings["representation"] == "cube":
-        cell = np.eye(3) * float(settings["cube_side"])
-    else:
-        reps = np.asarray(settings["supercell"], dtype=float)
-        cell = lattice * reps[:, None]
-        cell[2] = lattice[2] * reps[2] * int(row["crop_planes"]) / int(row["native_nz"])
     shape = tuple(int(n) for n in geometry.shape)
+    # one definition of the cell for the pictures and the numbers
+    cell = np.asarray(geometry.vectors, dtype=float) * np.asarray(shape, dtype=float)[:, None]
     frac = np.asarray(geometry.positions, dtype=float) / np.asarray(shape)
     shells = neighbour_shells(lattice, split["species"], np.asarray(split["frac_coords"]))
     return SampleStructure(
