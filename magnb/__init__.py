@@ -13,6 +13,10 @@ if os.environ.get("MAGNB_TF_LOG", "0").strip().lower() in ("", "0", "false", "no
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 else:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+# TensorFlow turns on its oneDNN custom operations only on CPUs with AVX512_VNNI and the like (not
+# on most AMD ones), which reorders floating-point sums, and announces it on every import whatever
+# TF_CPP_MIN_LOG_LEVEL says. Off unless the user set it: the same numbers on every x86 CPU.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from magnb.errors import MagnbError  # noqa: E402
 

@@ -775,6 +775,58 @@ def shell_table(
     return pd.concat(frames, ignore_index=True)
 
 
+@dataclass(frozen=True)
+class SampleAttribution:
+    """One sample's integrated gradients and where they sit: ``raw`` is the sample as stored
+    (grid x channels, in the dataset's units), ``attribution`` the integrated gradients on the
+    same grid, ``atoms`` :func:`atom_table` (per-atom sums, positions in A), ``target`` the
+    predicted class index and ``probability`` its probability, ``residual`` the completeness
+    residual."""
+
+    calc_id: str
+    raw: np.ndarray
+    attribution: np.ndarray
+    structure: SampleStructure
+    atoms: pd.DataFrame
+    target: int
+    probability: float
+    residual: float
+
+
+def sample_attribution(
+    run_or_model: Any, calc_id: str, dataset_dir: str | Path | None = None, steps: int = 16
+) -> SampleAttribution:
+    """Integrated gradients of the predicted class of one sample (``calc_id``), summed per atom:
+    what :func:`viz.attribution_figure <magnb.viz.attribution_figure>` draws over the density."""
+    from magnb.loader import DensityDataset
+
+    model, config = _open_model(run_or_model)
+    if dataset_dir is None:
+        if config is None:
+            raise MagnbError("sample_attribution needs dataset_dir when given a model, not a run")
+        dataset_dir = config.dataset_dir
+    data = DensityDataset(dataset_dir, split=None, label="moment", shuffle=False)
+    ids = data.table["calc_id"].tolist()
+    if calc_id not in ids:
+        raise MagnbError(f"no sample {calc_id!r} in the dataset", Path(dataset_dir))
+    x = data.read(np.array([ids.index(calc_id)]))[0]
+    probs = np.asarray(model(x[None], training=False))[0]
+    target = int(np.argmax(probs))
+    space = InputSpace.of(dataset_dir)
+    attr, residual = integrated_gradients(model, x, target, space.baseline(x.shape), steps)
+    structure = sample_structure(dataset_dir, calc_id)
+    return SampleAttribution(
+        calc_id=calc_id,
+        raw=x * space.scale + space.offset,
+        attribution=attr,
+        structure=structure,
+        atoms=atom_table(structure, attr),
+        target=target,
+        probability=float(probs[target]),
+        residual=float(residual),
+    )
+
+
 def per_class(table: pd.DataFrame, by: str = "true") -> pd.DataFrame:
     """The shell table averaged per class (rows: class and region)."""
     cols = [c for c in ("ig", "ig_share", "occlusion", "occlusion_share", "residual")

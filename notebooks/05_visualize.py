@@ -24,6 +24,7 @@ runs_dir = "../demo/runs"  # where the runs are (configs/default.yaml's runs_dir
 run_id = None  # None: the latest finished run
 calc_id = None  # sample whose lattice and density the explorers show (None: the first test one)
 atom_distance = 1.0  # A: atoms this close to a slice's plane are drawn on it
+explain_samples = 8  # test samples in the shell table (None: every test sample)
 save_pictures = False  # write static pictures to <run>/figures (batch runs)
 
 # %%
@@ -49,9 +50,39 @@ from magnb.viz import DensityExplorer
 density = DensityExplorer(run.model, run.dataset_dir, calc_id, distance=atom_distance)
 density.widget()
 
+# %% [markdown]
+# ## What the decision rests on
+#
+# Per test sample: integrated gradients of the predicted class's probability, from a cell with no density, summed over regions of the real cell (`ig_share`; the completeness residual in `residual`): the magnetic A sites, the paths between A-A neighbours of shells 1, 2 and 3, the ligands and the rest. Beside them, occlusion: flip the moment within 1 A of one site (`occlusion` of the A sites and ligands), or of both ends of a neighbour pair (`occlusion` of a shell: the pair interaction p(ij) - p(i) - p(j) + p0, what flipping one end changes in the effect of flipping the other). The README says what these show on the demo, beside a model trained on shuffled labels.
+
+# %%
+from magnb import explain
+from magnb.dataset import read_table
+
+test_ids = read_table(run.dataset_dir).query("split == 'test'")["calc_id"].tolist()
+shells = explain.shell_table(run.run_dir, calc_ids=test_ids[:explain_samples], progress=True)
+print(explain.per_class(shells).round(3).to_string(index=False))
+
+# %%
+from magnb.viz import attribution_figure
+
+sample = explain.sample_attribution(run.run_dir, calc_id)
+print(f"{calc_id}: class {sample.target} at p = {sample.probability:.3f}, "
+      f"completeness residual {sample.residual:.1e}")  # fmt: skip
+attribution_figure(
+    sample_geometry(run.dataset_dir, calc_id), sample.atoms, sample.raw[..., 0],
+    distance=atom_distance, value="attribution", title=f"{calc_id}: attribution per atom",
+).show()  # fmt: skip
+
+# %% [markdown]
+# First-layer filters against two unit moments (the dataset's own on-site shape) at each neighbour-shell distance and direction: `interaction` is what the pair's relative orientation changes in the filter's mean response; `distinguishes` names the shell a filter tells apart most.
+
+# %%
+responses = explain.filter_pair_responses(run.run_dir, calc_id=calc_id)
+print(explain.distinguished_shells(responses).round(4).to_string(index=False))
+
 # %%
 from magnb.baselines import dataset_threshold
-from magnb.dataset import read_table
 from magnb.viz import class_balance_figure, learning_curves, moment_histogram
 
 table = read_table(run.dataset_dir)

@@ -405,6 +405,12 @@ def test_ground_truth_first_neighbour_pairs_against_a_shuffled_control(tmp_path)
             assert responses.attrs["template"] == "dataset"
             assert set(responses["shell"]) == {1, 2, 3}
             assert len(explain.distinguished_shells(responses)) == 8  # one row per filter
+            # one sample's attribution per atom, as notebook 05 draws it: the atoms partition it
+            first_id = tables[name]["calc_id"].iloc[0]
+            one = explain.sample_attribution(run, first_id)
+            assert one.atoms["attribution"].sum() == pytest.approx(one.attribution.sum(), rel=1e-5)
+            row = tables[name].query("calc_id == @first_id").iloc[0]
+            assert one.probability == pytest.approx(row["probability"], rel=1e-5)
     from magnb.train import list_runs
 
     assert "kernel_laplacian_energy" in list_runs(tmp_path / "runs-trained").columns
