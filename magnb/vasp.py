@@ -432,8 +432,9 @@ def read_outcar(path: str | Path) -> Moments:
         i += 1
 
     total: float | None = None
-    if last_mag is not None and (ispin is None or ispin == 2):
-        # non-collinear runs print mx my mz: magnb's scalar moment is the z component
+    # a non-collinear run prints ISPIN = 1 (its spinor has no ISPIN) and mx my mz
+    if last_mag is not None and (ispin is None or ispin == 2 or nonc):
+        # magnb's scalar moment of a non-collinear run is the z component
         total = last_mag[-1] if len(last_mag) == 3 else last_mag[0]
     if ispin == 2 and last_mag is None:
         raise MagnbError(
