@@ -314,5 +314,44 @@ def test_sigterm_mid_training_then_rerun_resumes(demo_dataset, tmp_path):
     assert m["epochs_trained"] == 40
     import pandas as pd
 
+    # every epoch's row exactly once, in order (a set would hide a redone epoch's second row)
     epochs = pd.read_csv(history)["epoch"]
-    assert sorted(set(epochs)) == list(range(40))
+    assert epochs.tolist() == list(range(40)), epochs.tolist()
+
+
+class _FitReached(Exception):
+    """Raised by the spy on keras.Model.fit once it has seen fit's arguments."""
+
+
+def test_balanced_class_weights_reach_the_fit(demo_dataset, tmp_path, monkeypatch):
+    """``class_weight: balanced`` gives Keras' fit n / (2 n_c) per class of the training rows
+    (counted here from the table), and ``none`` gives it none. A spy on keras.Model.fit records
+    the argument and stops the run there (what fit does with it is Keras' business)."""
+    import keras
+    import pandas as pd
+
+    seen = []
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("class_weight"))
+        raise _FitReached
+
+    monkeypatch.setattr(keras.Model, "fit", spy)
+    # the demo has an FM and an AFM run of every compound: skip two FM training rows so the
+    # classes are uneven
+    data = tmp_path / "data"
+    shutil.copytree(demo_dataset, data)
+    table = pd.read_parquet(data / "table.parquet")
+    fm_train = table.index[(table["split"] == "train") & (table["order"] == "FM")]
+    table.loc[fm_train[:2], "status"] = "skipped"
+    replace_table(data, table)
+    train_rows = table[(table["split"] == "train") & (table["status"] == "ok")]
+    n_fm = int((train_rows["order"] == "FM").sum())
+    n_afm = int((train_rows["order"] == "AFM").sum())
+    assert n_fm != n_afm, "uneven classes, or balanced and none would look alike"
+    n = n_fm + n_afm
+    for runs, weighting in (("a", "balanced"), ("b", "none")):
+        with pytest.raises(_FitReached):
+            train(small(data, tmp_path / runs, class_weight=weighting), progress=False)
+    assert seen[0] == pytest.approx({0: n / (2 * n_afm), 1: n / (2 * n_fm)})  # 0 = AFM
+    assert seen[1] is None
