@@ -5,6 +5,9 @@ look like the output of spin-polarized VASP runs (``POSCAR``, ``INCAR``, ``CHGCA
 and a magnetization block and their augmentation occupancies, ``OUTCAR``, ``OSZICAR``) so that
 every stage of magnb can run end to end where no real data can be downloaded. POSCAR, INCAR,
 CHGCAR and OUTCAR say so in their first line, and ``<root>/README.txt`` says so for the tree.
+``make_calculation(..., spin_axis=...)`` makes a non-collinear run instead (``LNONCOLLINEAR``; CHGCAR
+blocks total, mx, my, mz; OUTCAR tables ``magnetization (x)``, ``(y)``, ``(z)``): the tests'
+fixture with distinct, non-zero components.
 Densities are sums of model atomic shells, moments come from a small table of nominal spins with
 seeded variation, and energies from a toy exchange model.
 
