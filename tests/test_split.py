@@ -258,6 +258,18 @@ def test_collinear_and_noncollinear_companions_are_not_mixed_up(tmp_path, vasp_d
         shutil.copyfile(tmp_path / "b" / "OUTCAR", folder / "OUTCAR")
         with pytest.raises(MagnbError, match=message):
             split_one(folder, "CHGCAR", tmp_path / "x.h5", config, meta)
+    # a non-collinear OUTCAR beside a one-block CHGCAR: cut after its first block
+    folder = write_calculation(tmp_path / "cut", nonc)
+    lines = (folder / "CHGCAR").read_text().splitlines(keepends=True)
+    first_aug = next(i for i, line in enumerate(lines) if line.startswith("augmentation"))
+    (folder / "CHGCAR").write_text("".join(lines[:first_aug]))
+    with pytest.raises(MagnbError, match=r"one grid block .*\(LNONCOLLINEAR = T\): truncated"):
+        split_one(folder, "CHGCAR", tmp_path / "x.h5", config, meta)
+    # and one that never printed its moment
+    outcar = (folder / "OUTCAR").read_text().splitlines()
+    (folder / "OUTCAR").write_text("\n".join(x for x in outcar if "magnetization" not in x))
+    with pytest.raises(MagnbError, match=r"\(LNONCOLLINEAR = T\) but no 'magnetization' line"):
+        split_one(folder, "CHGCAR", tmp_path / "x.h5", config, meta)
     no = vasp_dir / "nitric_oxide"
     mixed = tmp_path / "no"
     shutil.copytree(no / "polarized", mixed)
