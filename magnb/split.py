@@ -162,15 +162,25 @@ def check_consistency(density: ChargeDensity, moments: Moments, raw_dir: Path) -
             f"{moments.per_site.size} rows",
             density.path,
         )
-    if moments.ispin == 2 and density.spin_kind == "none":
+    if (moments.ispin == 2 or moments.noncollinear) and density.spin_kind == "none":
+        setting = "LNONCOLLINEAR = T" if moments.noncollinear else "ISPIN = 2"
         raise MagnbError(
-            "has one grid block but the run is spin-polarized (ISPIN = 2): "
+            f"has one grid block but the run is spin-polarized ({setting}): "
             "truncated after the first block?",
             density.path,
         )
-    if density.spin_kind != "none" and moments.ispin is not None and moments.ispin == 1:
+    # a non-collinear run prints ISPIN = 1: its LNONCOLLINEAR says what it is
+    if density.spin_kind == "collinear" and (moments.ispin == 1 or moments.noncollinear):
+        setting = "LNONCOLLINEAR = T" if moments.noncollinear else "ISPIN = 1"
         raise MagnbError(
-            "has a magnetization block but the OUTCAR says ISPIN = 1: mixed-up files?",
+            f"has a magnetization block but the OUTCAR says {setting}: mixed-up files?",
+            density.path,
+        )
+    said = moments.noncollinear
+    if density.spin_kind == "noncollinear" and (said is False or (said is None and moments.ispin)):
+        raise MagnbError(
+            f"has four grid blocks (non-collinear) but {companion} does not say "
+            "LNONCOLLINEAR = T: mixed-up files?",
             density.path,
         )
 

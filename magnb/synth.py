@@ -5,6 +5,9 @@ look like the output of spin-polarized VASP runs (``POSCAR``, ``INCAR``, ``CHGCA
 and a magnetization block and their augmentation occupancies, ``OUTCAR``, ``OSZICAR``) so that
 every stage of magnb can run end to end where no real data can be downloaded. POSCAR, INCAR,
 CHGCAR and OUTCAR say so in their first line, and ``<root>/README.txt`` says so for the tree.
+``make_calculation(..., spin_axis=...)`` makes a non-collinear run instead (``LNONCOLLINEAR``; CHGCAR
+blocks total, mx, my, mz; OUTCAR tables ``magnetization (x)``, ``(y)``, ``(z)``): the tests'
+fixture with distinct, non-zero components.
 Densities are sums of model atomic shells, moments come from a small table of nominal spins with
 seeded variation, and energies from a toy exchange model.
 
@@ -655,6 +658,9 @@ class SynthCalculation:
     energy: float  #: toy energy(sigma->0), eV
     insulating: bool
     augmentation: tuple[bytes, bytes]  #: formatted augmentation sections after blocks 1 and 2
+    #: None: a collinear run. A unit vector: a non-collinear run whose magnetization points along
+    #: it everywhere (mx, my, mz = axis * m); ``moment`` is then the moment along the axis
+    spin_axis: tuple[float, float, float] | None = None
 
     @property
     def grid_shape(self) -> tuple[int, int, int]:
@@ -678,6 +684,26 @@ class SynthCalculation:
     def formula(self) -> str:
         return self.compound.formula
 
+    @property
+    def noncollinear(self) -> bool:
+        return self.spin_axis is not None
+
+    @property
+    def moment_vector(self) -> tuple[float, ...]:
+        """The total moment as VASP reports it: (m,) collinear, (mx, my, mz) non-collinear."""
+        return _components(self.moment, self.spin_axis)
+
+    @property
+    def chg_blocks(self) -> list[NDArray[np.float64]]:
+        """The CHGCAR's grid blocks: total and m, or total, mx, my, mz (``rho * V_cell``)."""
+        if self.spin_axis is None:
+            return [self.chg_total, self.chg_magnetization]
+        return [self.chg_total, *(a * self.chg_magnetization for a in self.spin_axis)]
+
+
+def _components(value: float, axis: tuple[float, float, float] | None) -> tuple[float, ...]:
+    return (value,) if axis is None else tuple(a * value for a in axis)
+
 
 def make_calculation(
     compound: CompoundSpec | str,
@@ -687,6 +713,7 @@ def make_calculation(
     vacuum: float = 18.0,
     spacing: float = 0.25,
     cell: str = "hexagonal",
+    spin_axis: tuple[float, float, float] | None = None,
 ) -> SynthCalculation:
     """Generate one spin-polarized calculation in memory (demo data, not DFT).
 
@@ -696,7 +723,17 @@ def make_calculation(
     one also zigzag and stripe). ``grid`` is the CHGCAR grid (``None``: chosen from the cell with
     points at most ``spacing`` A apart). The runs of one compound, seed and cell share the
     structure. The same arguments always give the same arrays.
+
+    ``spin_axis`` (a unit vector) makes the run non-collinear: the same densities with every
+    moment turned onto that axis (``LNONCOLLINEAR = T``: CHGCAR blocks total, mx, my, mz; OUTCAR
+    tables ``magnetization (x)``, ``(y)``, ``(z)``; ``ISPIN = 1`` printed, as VASP prints it).
+    Give the axis's components in hundredths (``(0.36, -0.48, 0.8)``) so that the reported
+    components stay exact.
     """
+    if spin_axis is not None:
+        spin_axis = tuple(float(a) for a in spin_axis)  # type: ignore[assignment]
+        if len(spin_axis) != 3 or abs(math.hypot(*spin_axis) - 1.0) > 1e-9:
+            raise ValueError(f"spin_axis must be a unit vector (x, y, z), got {spin_axis}")
     spec = CompoundSpec.parse(compound) if isinstance(compound, str) else compound
     if cell not in CELLS:
         raise ValueError(f"cell must be one of {tuple(CELLS)}, got {cell!r}")
@@ -851,6 +888,7 @@ def make_calculation(
         energy=energy,
         insulating=p.insulating,
         augmentation=augmentation,
+        spin_axis=spin_axis,
     )
 
 
@@ -919,7 +957,20 @@ def _magmom_str(values: NDArray) -> str:
     return " ".join(out)
 
 
+def _magmom_init(calc: SynthCalculation) -> NDArray[np.float64]:
+    """INCAR MAGMOM: one value per atom, or three (x, y, z) per atom for a non-collinear run."""
+    if calc.spin_axis is None:
+        return calc.magmom_init
+    return np.outer(calc.magmom_init, calc.spin_axis).ravel() + 0.0  # + 0.0: no "-0.00"
+
+
+def _magmom_list(values: NDArray) -> str:
+    return " ".join(f"{v:.2f}" for v in values)
+
+
 def _incar_text(calc: SynthCalculation) -> str:
+    spin = "LNONCOLLINEAR = .TRUE.\n" if calc.noncollinear else "ISPIN = 2\n"
+    magmom = _magmom_init(calc)
     return (
         f"SYSTEM = {calc.formula} {calc.order} ({DISCLAIMER})\n"
         "PREC = Accurate\n"
@@ -927,8 +978,8 @@ def _incar_text(calc: SynthCalculation) -> str:
         "EDIFF = 1E-6\n"
         "ISMEAR = 0\n"
         "SIGMA = 0.05\n"
-        "ISPIN = 2\n"
-        f"MAGMOM = {_magmom_str(calc.magmom_init)}\n"
+        f"{spin}"
+        f"MAGMOM = {_magmom_str(magmom) if calc.spin_axis is None else _magmom_list(magmom)}\n"
         "LORBIT = 11\n"
         "LCHARG = .TRUE.\n"
         "LWAVE = .FALSE.\n"
@@ -1045,8 +1096,9 @@ def _outcar_text(calc: SynthCalculation) -> str:
         "   PREC   = accura    normal or accurate (medium, high low for compatibility)",
         "   ISTART =      0    job   : 0-new  1-cont  2-samecut",
         "   ICHARG =      2    charge: 1-file 2-atom 10-const",
-        "   ISPIN  =      2    spin polarized calculation?",
-        "   LNONCOLLINEAR =      F non collinear calculations",
+        # VASP prints ISPIN = 1 for a non-collinear run (the spinor has no ISPIN)
+        f"   ISPIN  =      {1 if calc.noncollinear else 2}    spin polarized calculation?",
+        f"   LNONCOLLINEAR =      {'T' if calc.noncollinear else 'F'} non collinear calculations",
         "   LSORBIT =      F    spin-orbit coupling",
         " Electronic Relaxation 1",
         "   ENCUT  =  520.0 eV  38.22 Ry    6.18 a.u.",
@@ -1103,9 +1155,10 @@ def _outcar_text(calc: SynthCalculation) -> str:
             "",
             f" eigenvalue-minimisations  : {int(rng.integers(200, 900)):5d}",
             f" total energy-change (2. order) :{_fortran(e - previous, 7)}",
-            f" number of electron {calc.nelect:15.7f} magnetization {m:15.7f}",
-            f" augmentation part  {0.2 * calc.nelect * (1 + 0.01 / k):15.7f}"
-            f" magnetization {0.3 * m:15.7f}",
+            f" number of electron {calc.nelect:15.7f} magnetization "
+            + " ".join(f"{c:15.7f}" for c in _components(m, calc.spin_axis)),
+            f" augmentation part  {0.2 * calc.nelect * (1 + 0.01 / k):15.7f} magnetization "
+            + " ".join(f"{0.3 * c:15.7f}" for c in _components(m, calc.spin_axis)),
             "",
             " Free energy of the ion-electron system (eV)",
             "  ---------------------------------------------------",
@@ -1126,7 +1179,12 @@ def _outcar_text(calc: SynthCalculation) -> str:
     L += ["", "------------------------ aborting loop because EDIFF is reached ", "", ""]
     L += _site_table("total charge     ", calc.site_charges)
     L += ["", ""]
-    L += _site_table("magnetization (x)", spd)
+    if calc.spin_axis is None:
+        L += _site_table("magnetization (x)", spd)
+    else:  # one table per component, the moments turned onto the axis
+        for name, a in zip("xyz", calc.spin_axis, strict=True):
+            L += _site_table(f"magnetization ({name})", a * spd + 0.0)
+            L += ["", ""]
     L += [
         "",
         "  FREE ENERGIE OF THE ION-ELECTRON SYSTEM (eV)",
@@ -1186,7 +1244,8 @@ def _oszicar_text(calc: SynthCalculation) -> str:
     lines.append(
         f"   1 F= {_fortran(f_energy, 8, compact=True)}"
         f" E0= {_fortran(calc.energy, 8, compact=True)}"
-        f"  d E ={_fortran(f_energy, 6, compact=True)}  mag={calc.moment:11.4f}"
+        f"  d E ={_fortran(f_energy, 6, compact=True)}  mag="
+        + " ".join(f"{c:11.4f}" for c in calc.moment_vector)
     )
     return "\n".join(lines) + "\n"
 
@@ -1208,12 +1267,13 @@ def write_calculation(folder: str | Path, calc: SynthCalculation) -> Path:
     ):
         with atomic_write(folder / name) as fh:
             fh.write(text.encode())
+    blocks = calc.chg_blocks
     write_chgcar(
         folder / "CHGCAR",
         calc.structure,
-        [calc.chg_total, calc.chg_magnetization],
-        augmentation=list(calc.augmentation),
-        magmoms=calc.magmom_init,
+        blocks,
+        augmentation=[calc.augmentation[min(k, 1)] for k in range(len(blocks))],
+        magmoms=_magmom_init(calc),
         comment=_comment(calc),
     )
     return folder

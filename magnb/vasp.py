@@ -432,12 +432,14 @@ def read_outcar(path: str | Path) -> Moments:
         i += 1
 
     total: float | None = None
-    if last_mag is not None and (ispin is None or ispin == 2):
-        # non-collinear runs print mx my mz: magnb's scalar moment is the z component
+    # a non-collinear run prints ISPIN = 1 (its spinor has no ISPIN) and mx my mz
+    if last_mag is not None and (ispin is None or ispin == 2 or nonc):
+        # magnb's scalar moment of a non-collinear run is the z component
         total = last_mag[-1] if len(last_mag) == 3 else last_mag[0]
-    if ispin == 2 and last_mag is None:
+    if (ispin == 2 or nonc) and last_mag is None:
+        setting = "LNONCOLLINEAR = T" if nonc else "ISPIN = 2"
         raise MagnbError(
-            "spin-polarized (ISPIN = 2) but no 'magnetization' line: unfinished run?", path
+            f"spin-polarized ({setting}) but no 'magnetization' line: unfinished run?", path
         )
     per_site = np.asarray(site_table, dtype=np.float64) if site_table is not None else None
     if per_site is not None and nions is not None and per_site.size != nions:

@@ -8,7 +8,7 @@ free TCP ports), one node of 2 CPUs with a fake ``gpu`` gres of 2 devices (``/de
 ``CUDA_VISIBLE_DEVICES=0,1``. The daemons run in the foreground as our children and are stopped by
 their PIDs. Commands talk to this cluster through ``SLURM_CONF`` (see :attr:`SlurmCluster.env`).
 
-``slurm_cluster`` is the session-scoped pytest fixture; it skips (with the reason) only when the
+``slurm_cluster`` is the session-scoped pytest fixture; it fails (with the reason) when the
 daemons cannot be started. For a cluster to poke at by hand::
 
     python -m tests.slurm_cluster /tmp/slurm-dev     # prints the SLURM_CONF line, Ctrl-C stops it
@@ -304,7 +304,9 @@ PartitionName=debug Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
 
 @pytest.fixture(scope="session")
 def slurm_cluster(tmp_path_factory):
-    """A running single-node Slurm cluster for the session; skipped only if it cannot start."""
+    """A running single-node Slurm cluster for the session. One that cannot start (Slurm or munge
+    not installed, not root) fails every test that needs it, with the reason: a missing tool is
+    a failed check, never a skipped one dressed as a pass (``.ci/system-packages`` installs it)."""
     root = Path(
         os.environ.get("MAGNB_TEST_SLURM_DIR") or tmp_path_factory.mktemp("slurm", numbered=True)
     )
@@ -313,7 +315,7 @@ def slurm_cluster(tmp_path_factory):
         cluster.start()
     except ClusterError as exc:
         cluster.stop()
-        pytest.skip(f"the local Slurm test cluster cannot start: {exc}")
+        pytest.fail(f"the local Slurm test cluster cannot start: {exc}", pytrace=False)
     try:
         yield cluster
     finally:

@@ -225,6 +225,49 @@ def test_moment_flag_is_raised_when_integral_and_report_disagree(tmp_path, shift
     assert bool(row["moment_flag"]) is flagged
 
 
+def _flipped(calc):
+    """The same calculation with every moment reversed (a negative total, as VASP reports for a
+    ferromagnet whose spins point down)."""
+    return dataclasses.replace(
+        calc,
+        chg_magnetization=-calc.chg_magnetization,
+        moment=-calc.moment,
+        site_moments=-calc.site_moments,
+        site_spd=-calc.site_spd,
+        magmom_init=-calc.magmom_init,
+    )
+
+
+@pytest.mark.parametrize(("shift", "flagged"), [(0.0, False), (0.01, False), (0.5, True)])
+def test_moment_flag_on_a_negative_moment(tmp_path, shift, flagged):
+    """The tolerance grows with |moment|: a negative moment is checked as a positive one."""
+    from magnb.split import SplitConfig, load_split, split_one
+    from magnb.synth import make_calculation, write_calculation
+
+    calc = _flipped(make_calculation("Cr2Ge2Te6", "FM", grid=(8, 8, 32), seed=3))
+    assert calc.moment < -5
+    raw = write_calculation(tmp_path / "raw", dataclasses.replace(calc, moment=calc.moment + shift))
+    split_one(raw, "CHGCAR", tmp_path / "x.h5", SplitConfig(data_dir=tmp_path),
+              {"calc_id": "x", "input_hash": "h"})  # fmt: skip
+    attrs = load_split(tmp_path / "x.h5")["attrs"]
+    assert float(attrs["moment_integral"]) == pytest.approx(calc.moment, abs=1e-3)
+    assert bool(attrs["moment_flag"]) is flagged
+
+
+def test_antiparallel_sites_count_as_magnetic(tmp_path):
+    """n_magnetic counts the sites with |m| >= 0.5 muB in the OUTCAR table, down sites too: a
+    Neel cell of Cr2Ge2Te6 has two (one up, one down)."""
+    from magnb.split import SplitConfig, load_split, split_one
+    from magnb.synth import make_calculation, write_calculation
+
+    calc = make_calculation("Cr2Ge2Te6", "AFM", grid=(8, 8, 32), seed=3)
+    assert sorted(np.sign(calc.site_moments[:2])) == [-1, 1] and min(abs(calc.site_moments[:2])) > 1
+    raw = write_calculation(tmp_path / "raw", calc)
+    split_one(raw, "CHGCAR", tmp_path / "x.h5", SplitConfig(data_dir=tmp_path),
+              {"calc_id": "x", "input_hash": "h"})  # fmt: skip
+    assert int(load_split(tmp_path / "x.h5")["attrs"]["n_magnetic"]) == 2
+
+
 # --------------------------------------------------------------------------------------------
 # class weights
 
@@ -278,3 +321,79 @@ def test_crop_c_takes_the_planes_by_value_and_wraps():
     np.testing.assert_array_equal(crop_c(data, 7, 5)[0, 0, 0], [7, 8, 9, 10, 11])
     np.testing.assert_array_equal(crop_c(data, 18, 5)[1, 2, 3], [18, 19, 0, 1, 2])
     assert crop_c(data, 18, 5).shape == (2, 3, 4, 5)
+
+
+# --------------------------------------------------------------------------------------------
+# the label table by value, from a split index written by hand
+
+
+def test_label_table_by_value(tmp_path):
+    """moment is the reported moment (the integral only where none is reported), moment_class
+    compares |moment| with the threshold (a moment of -3 muB is magnetic), per magnetic atom
+    divides by n_magnetic, and a failed row has no labels."""
+    from magnb.labels import label_table
+
+    (tmp_path / "split").mkdir()
+    index = pd.DataFrame(
+        {
+            "calc_id": ["a__FM", "b__AFM", "c__FM", "d__AFM", "e__FM", "f__FM"],
+            "formula": ["A", "B", "C", "D", "E", "F"],
+            "run": ["FM", "AFM", "FM", "AFM", "FM", "FM"],
+            "spin_kind": ["collinear"] * 5 + [None],
+            "source_path": ["x"] * 5 + [None],
+            "path": [f"split/{c}.h5" for c in "abcdef"],
+            "status": ["ok"] * 5 + ["failed"],
+            "error": [None] * 5 + ["truncated"],
+            "moment_integral": [2.9, -2.9, 0.25, -0.25, -2.0, np.nan],
+            "moment": [3.0, -3.0, 0.2, -0.2, np.nan, np.nan],
+            "moment_source": ["OUTCAR"] * 4 + ["", ""],
+            "n_magnetic": [2, 2, 1, 4, 0, np.nan],
+            "input_hash": ["h"] * 6,
+        }
+    )
+    index.to_parquet(tmp_path / "split" / "index.parquet")
+    table = label_table(tmp_path, threshold=0.5).set_index("calc_id")
+    ok = table.iloc[:5]
+    assert ok["moment"].tolist() == [3.0, -3.0, 0.2, -0.2, -2.0]
+    assert ok["moment_integral"].tolist() == [2.9, -2.9, 0.25, -0.25, -2.0]
+    assert ok["moment_source"].tolist() == ["OUTCAR"] * 4 + ["integral"]
+    assert ok["moment_class"].tolist() == [1, 1, 0, 0, 1]
+    per = ok["moment_per_magnetic_atom"].tolist()
+    assert per[:4] == [1.5, -1.5, 0.2, -0.05] and np.isnan(per[4])  # no magnetic atom
+    assert ok["order"].tolist() == ["FM", "AFM", "FM", "AFM", "FM"]
+    failed = table.loc["f__FM"]
+    assert failed["status"] == "skipped" and failed["reason"] == "split: truncated"
+    assert np.isnan(failed["moment"]) and np.isnan(failed["moment_class"])
+
+
+# --------------------------------------------------------------------------------------------
+# the moment inside the sample
+
+
+@pytest.mark.parametrize("axis", [None, (0.36, -0.48, 0.8)])
+def test_moment_sample_is_the_integral_over_the_slab_window(tmp_path, axis):
+    """moment_sample is the moment inside what the sample keeps: the sum of m (mz for a
+    non-collinear run) over the window's planes of the native grid, times the voxel volume,
+    summed here by hand from the split file (resampling keeps the integral)."""
+    from magnb.dataset import ScrapeConfig, make_sample
+    from magnb.split import SplitConfig, load_split, split_one
+    from magnb.synth import make_calculation, write_calculation
+
+    calc = make_calculation("CrMnSi2Te6", "AFM", grid=(8, 8, 40), seed=1, spin_axis=axis)
+    raw = write_calculation(tmp_path / "raw", calc)
+    out = tmp_path / "x.h5"
+    split_one(
+        raw, "CHGCAR", out, SplitConfig(data_dir=tmp_path), {"calc_id": "x", "input_hash": "h"}
+    )
+    split = load_split(out)
+    m = split["magnetization" if axis is None else "mz"].astype(np.float64)
+    voxel = float(split["attrs"]["volume"]) / m.size
+    whole = ScrapeConfig(data_dir=tmp_path, grid=(8, 8, 8), slab_window=None)
+    _, info = make_sample(out, whole)
+    assert info["moment_sample"] == pytest.approx(m.sum() * voxel, abs=1e-4)
+    window = ScrapeConfig(data_dir=tmp_path, grid=(8, 8, 8), slab_window=8.0)
+    _, info = make_sample(out, window)
+    planes = (info["crop_start"] + np.arange(info["crop_planes"])) % m.shape[2]
+    assert 0 < info["crop_planes"] < m.shape[2]
+    inside = m[:, :, planes].sum() * voxel
+    assert info["moment_sample"] == pytest.approx(inside, abs=1e-4)

@@ -112,7 +112,8 @@ def test_calc_ids_of_long_names_stay_legal():
 
 def test_hostile_tree_entries_are_failure_rows(tmp_path):
     """Symlink loops, FIFOs, device files, a folder named CHGCAR, names with spaces, newlines
-    and unicode, a lone symlink out of the tree: one row each, nothing followed or written."""
+    and unicode, a lone symlink out of the tree (and one into a sibling folder whose name
+    begins with the tree's): one row each, nothing followed or written."""
     calcs = _calcs(tmp_path)
     src = tmp_path / "src"
     good = {"Cr2Ge2Te6 é/run one", "Cr2Ge2Te6/new\nline"}
@@ -129,6 +130,11 @@ def test_hostile_tree_entries_are_failure_rows(tmp_path):
     shutil.copytree(calcs[-1], outside)
     (src / "Out/run").mkdir(parents=True)
     os.symlink(outside / "CHGCAR", src / "Out/run/CHGCAR")  # alone: nothing else to pick
+    # a sibling whose name starts with the tree's ("src-sibling"): outside all the same
+    sibling = tmp_path / "src-sibling"
+    shutil.copytree(calcs[-1], sibling)
+    (src / "Sib/run").mkdir(parents=True)
+    os.symlink(sibling / "CHGCAR", src / "Sib/run/CHGCAR")
     (src / "DirLoop").mkdir()
     os.symlink("..", src / "DirLoop/up")  # a folder loop: walked once
     before = tree_hashes(src)
@@ -141,6 +147,7 @@ def test_hostile_tree_entries_are_failure_rows(tmp_path):
         "Dev__run": "a character device",
         "Dir__run": "a folder",
         "Out__run": "leaves the source tree",
+        "Sib__run": "leaves the source tree",
     }
     assert set(failed) == set(expected), failed
     for cid, text in expected.items():
@@ -148,6 +155,7 @@ def test_hostile_tree_entries_are_failure_rows(tmp_path):
     ok = manifest[manifest["status"] == "ok"]
     assert len(ok) == len(good)
     assert not (tmp_path / "data/raw/Out__run").exists()  # the outside file was not copied
+    assert not (tmp_path / "data/raw/Sib__run").exists()
 
 
 def test_a_legal_247_character_name_is_collected(tmp_path):

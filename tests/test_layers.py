@@ -82,7 +82,7 @@ def _loss_and_grads(layer: keras.layers.Layer, pre: Any, x: np.ndarray, r: np.nd
         )
         grads = [*gw, gx]
     else:  # pragma: no cover - only the two backends above are installed
-        pytest.skip(f"no gradient helper for backend {backend}")
+        pytest.fail(f"no gradient helper for backend {backend}: add one here")
     names = ["kernel", "bias"][: len(layer.trainable_variables)] + ["input"]
     out = {"output": np.asarray(ops.convert_to_numpy(y))}
     for name, g in zip(names, grads, strict=True):
@@ -422,9 +422,7 @@ print("RESULT " + json.dumps([compare_with_oracle(**c) for c in cases]))
 
 
 def test_jax_backend_matches_oracle() -> None:
-    if keras.backend.backend() == "jax":
-        pytest.skip("this process already runs on JAX")
-    pytest.importorskip("jax")
+    # a subprocess on JAX whatever this process runs on (jax is a dev dependency: no skip)
     env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
     script = JAX_SCRIPT.format(tests_dir=str(Path(__file__).parent))
     proc = subprocess.run(

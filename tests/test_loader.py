@@ -161,3 +161,17 @@ def test_batches_for_data_parallel_split_evenly_and_shards_partition_an_epoch(tm
             np.testing.assert_array_equal(joined, whole.batch_rows(i))
         for d in (whole, *parts):
             d.on_epoch_end()
+
+
+def test_rows_are_positions_among_the_usable_rows(tmp_path):
+    """``rows`` (a k-fold's picks) are positions among the usable rows, not table index labels:
+    with a skipped row first, the two differ by one for every row."""
+    root, samples = write_dataset(tmp_path / "d", "none", offset=(0.0, 0.0), scale=(1.0, 1.0))
+    table = pd.read_parquet(root / "table.parquet")
+    table = pd.concat([table.iloc[[-1]], table.iloc[:-1]], ignore_index=True)  # c9 (skipped) first
+    replace_table(root, table)
+    data = DensityDataset(root, split=None, rows=np.array([4, 0, 7]), batch_size=8, shuffle=False)
+    assert data.table["calc_id"].tolist() == ["c4", "c0", "c7"]
+    x, _ = data[0]
+    stored = dict(zip(table["calc_id"], table["sample"], strict=True))
+    np.testing.assert_array_equal(x, samples[[stored["c4"], stored["c0"], stored["c7"]]])

@@ -35,7 +35,11 @@ slurm_cluster = _cluster.slurm_cluster  # the session fixture (daemons started o
 
 SLURM = REPO_ROOT / "slurm"
 JOB_SCRIPTS = sorted(SLURM.glob("*.sbatch"))
-SHELL_FILES = JOB_SCRIPTS + sorted(SLURM.glob("*.sh")) + [REPO_ROOT / ".ci" / "run"]
+SHELL_FILES = (
+    JOB_SCRIPTS
+    + sorted(SLURM.glob("*.sh"))
+    + [REPO_ROOT / ".ci" / "run", REPO_ROOT / ".ci" / "system-packages"]
+)
 TINY = {  # a model that trains in seconds on 2 cores
     "filters": [4],
     "kernel_size": [5],

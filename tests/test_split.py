@@ -199,3 +199,81 @@ def test_kill_9_then_rerun_equals_uninterrupted(tmp_path, vasp_dir):
     a = pd.read_parquet(clean / "split/index.parquet").drop(columns="path")
     b = pd.read_parquet(killed / "split/index.parquet").drop(columns="path")
     pd.testing.assert_frame_equal(a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# a non-collinear run: mx, my, mz stored, the moment and its check on the z component
+
+AXIS = (0.36, -0.48, 0.8)  # distinct, non-zero components: one read for another shows
+
+
+@pytest.mark.parametrize(("shift", "flagged"), [(0.0, False), (0.5, True)])
+def test_noncollinear_split_keeps_mx_my_mz_and_checks_the_z_moment(tmp_path, shift, flagged):
+    import dataclasses
+
+    from magnb.split import split_one
+    from magnb.store import channel_arrays
+    from magnb.synth import make_calculation, write_calculation
+
+    calc = make_calculation("Cr2Ge2Te6", "FM", grid=(8, 8, 32), seed=4, spin_axis=AXIS)
+    # the OUTCAR and OSZICAR report (moment + shift) along the axis; the CHGCAR integrates to
+    # the original: the flag must compare z with z
+    raw = write_calculation(tmp_path / "raw", dataclasses.replace(calc, moment=calc.moment + shift))
+    out = tmp_path / "x.h5"
+    meta = {"calc_id": "x", "input_hash": "h"}
+    row = split_one(raw, "CHGCAR", out, SplitConfig(data_dir=tmp_path), meta)
+    split = load_split(out)
+    attrs = split["attrs"]
+    assert attrs["spin_kind"] == "noncollinear" and "magnetization" not in split
+    for k, name in enumerate(("mx", "my", "mz")):
+        np.testing.assert_allclose(split[name], AXIS[k] * calc.magnetization, rtol=1e-6, atol=1e-7)
+    assert float(attrs["moment"]) == pytest.approx(0.8 * (calc.moment + shift), abs=1e-6)
+    assert float(attrs["moment_integral"]) == pytest.approx(0.8 * calc.moment, abs=1e-6)
+    assert attrs["moment_source"] == "OUTCAR"
+    assert bool(attrs["moment_flag"]) is flagged and row["moment_flag"] is flagged
+    assert split["site_moments"] == pytest.approx(0.8 * calc.site_moments, abs=6e-4)
+    # what scrape makes of it: m is mz, |m| the length of (mx, my, mz)
+    m, norm = channel_arrays(split, ["m", "|m|"], "x")
+    np.testing.assert_allclose(m, 0.8 * calc.magnetization, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(norm, np.abs(calc.magnetization), rtol=1e-5, atol=1e-7)
+
+
+def test_collinear_and_noncollinear_companions_are_not_mixed_up(tmp_path, vasp_dir):
+    """A non-collinear OUTCAR says ISPIN = 1: LNONCOLLINEAR, not ISPIN, tells which CHGCAR fits;
+    a collinear CHGCAR beside a non-spin (ISPIN = 1) OUTCAR is a mix-up too."""
+    from magnb.errors import MagnbError
+    from magnb.split import split_one
+    from magnb.synth import make_calculation, write_calculation
+
+    grid, meta = (8, 8, 32), {"calc_id": "x", "input_hash": "h"}
+    config = SplitConfig(data_dir=tmp_path)
+    nonc = make_calculation("Cr2Ge2Te6", "FM", grid=grid, spin_axis=AXIS)
+    coll = make_calculation("Cr2Ge2Te6", "FM", grid=grid)
+    for chgcar, outcar, message in (
+        (nonc, coll, "four grid blocks .*does not say LNONCOLLINEAR = T"),
+        (coll, nonc, "magnetization block but the OUTCAR says LNONCOLLINEAR = T"),
+    ):
+        folder = write_calculation(tmp_path / "a", chgcar)
+        write_calculation(tmp_path / "b", outcar)
+        shutil.copyfile(tmp_path / "b" / "OUTCAR", folder / "OUTCAR")
+        with pytest.raises(MagnbError, match=message):
+            split_one(folder, "CHGCAR", tmp_path / "x.h5", config, meta)
+    # a non-collinear OUTCAR beside a one-block CHGCAR: cut after its first block
+    folder = write_calculation(tmp_path / "cut", nonc)
+    lines = (folder / "CHGCAR").read_text().splitlines(keepends=True)
+    first_aug = next(i for i, line in enumerate(lines) if line.startswith("augmentation"))
+    (folder / "CHGCAR").write_text("".join(lines[:first_aug]))
+    with pytest.raises(MagnbError, match=r"one grid block .*\(LNONCOLLINEAR = T\): truncated"):
+        split_one(folder, "CHGCAR", tmp_path / "x.h5", config, meta)
+    # and one that never printed its moment
+    outcar = (folder / "OUTCAR").read_text().splitlines()
+    (folder / "OUTCAR").write_text("\n".join(x for x in outcar if "magnetization" not in x))
+    with pytest.raises(MagnbError, match=r"\(LNONCOLLINEAR = T\) but no 'magnetization' line"):
+        split_one(folder, "CHGCAR", tmp_path / "x.h5", config, meta)
+    no = vasp_dir / "nitric_oxide"
+    mixed = tmp_path / "no"
+    shutil.copytree(no / "polarized", mixed)
+    shutil.copyfile(no / "unpolarized/OUTCAR", mixed / "OUTCAR")
+    (mixed / "vasprun.xml").unlink()  # the OUTCAR's ISPIN decides; pymatgen's parse is slow
+    with pytest.raises(MagnbError, match="magnetization block but the OUTCAR says ISPIN = 1"):
+        split_one(mixed, "CHGCAR", tmp_path / "x.h5", config, meta)

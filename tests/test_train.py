@@ -3,6 +3,7 @@ against the CLI, and MirroredStrategy on two logical CPU devices."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -106,15 +107,28 @@ def test_train_writes_a_complete_run_and_the_model_reloads(demo_dataset, tmp_pat
         assert json.loads(f.attrs["periodic_axes"]) == [True, True, False]
     convs = [layer for layer in model.layers if type(layer).__name__ == "PeriodicConv3D"]
     assert convs and all(c.periodic == (True, True, False) for c in convs)
-    test = DensityDataset(demo_dataset, split="test", label="order", shuffle=False, batch_size=64)
-    x, _ = test[0]
-    again = keras.saving.load_model(run / "model.keras", safe_mode=True)
-    np.testing.assert_allclose(model.predict(x, verbose=0), again.predict(x, verbose=0))
-    probs = (
-        np.array(m["test"]["model"]["predictions"]) if "predictions" in m["test"]["model"] else None
+    # metrics.json describes this model.keras, byte for byte ...
+    assert (
+        m["files"]["model.keras"] == hashlib.sha256((run / "model.keras").read_bytes()).hexdigest()
     )
-    if probs is not None:
-        np.testing.assert_allclose(probs, model.predict(x, verbose=0)[:, 1], rtol=1e-5)
+    # ... and its scores are this model's on the test split: predicted here from the saved file,
+    # scored by hand against the table's own order column (not the loader's labels)
+    test = DensityDataset(demo_dataset, split="test", label="order", shuffle=False, batch_size=64)
+    assert len(test) == 1
+    x, _ = test[0]
+    prob_fm = model.predict(x, verbose=0)[:, 1]
+    truth = (test.table["order"] == "FM").to_numpy()
+    assert len(truth) == len(prob_fm) == m["test"]["model"]["n"]
+    right = (prob_fm > 0.5) == truth
+    assert m["test"]["model"]["accuracy"] == pytest.approx(right.mean())
+    recalls = [right[truth].mean(), right[~truth].mean()]
+    assert m["test"]["model"]["balanced_accuracy"] == pytest.approx(np.mean(recalls))
+    # ROC-AUC as the share of (FM, AFM) pairs ranked right (ties half): a two-epoch model may
+    # sit at chance, where accuracies cannot tell class 1's column from class 0's, but this can
+    pairs = prob_fm[truth][:, None] - prob_fm[~truth][None, :]
+    auc = (pairs > 0).mean() + 0.5 * (pairs == 0).mean()
+    assert auc != pytest.approx(0.5), "the scores must rank the classes to test the column"
+    assert m["test"]["model"]["roc_auc"] == pytest.approx(auc)
     # a finished run is not trained twice; the registry lists it
     assert train(config, progress=False).already_done
     runs = list_runs(tmp_path / "runs")
@@ -300,5 +314,44 @@ def test_sigterm_mid_training_then_rerun_resumes(demo_dataset, tmp_path):
     assert m["epochs_trained"] == 40
     import pandas as pd
 
+    # every epoch's row exactly once, in order (a set would hide a redone epoch's second row)
     epochs = pd.read_csv(history)["epoch"]
-    assert sorted(set(epochs)) == list(range(40))
+    assert epochs.tolist() == list(range(40)), epochs.tolist()
+
+
+class _FitReached(Exception):
+    """Raised by the spy on keras.Model.fit once it has seen fit's arguments."""
+
+
+def test_balanced_class_weights_reach_the_fit(demo_dataset, tmp_path, monkeypatch):
+    """``class_weight: balanced`` gives Keras' fit n / (2 n_c) per class of the training rows
+    (counted here from the table), and ``none`` gives it none. A spy on keras.Model.fit records
+    the argument and stops the run there (what fit does with it is Keras' business)."""
+    import keras
+    import pandas as pd
+
+    seen = []
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("class_weight"))
+        raise _FitReached
+
+    monkeypatch.setattr(keras.Model, "fit", spy)
+    # the demo has an FM and an AFM run of every compound: skip two FM training rows so the
+    # classes are uneven
+    data = tmp_path / "data"
+    shutil.copytree(demo_dataset, data)
+    table = pd.read_parquet(data / "table.parquet")
+    fm_train = table.index[(table["split"] == "train") & (table["order"] == "FM")]
+    table.loc[fm_train[:2], "status"] = "skipped"
+    replace_table(data, table)
+    train_rows = table[(table["split"] == "train") & (table["status"] == "ok")]
+    n_fm = int((train_rows["order"] == "FM").sum())
+    n_afm = int((train_rows["order"] == "AFM").sum())
+    assert n_fm != n_afm, "uneven classes, or balanced and none would look alike"
+    n = n_fm + n_afm
+    for runs, weighting in (("a", "balanced"), ("b", "none")):
+        with pytest.raises(_FitReached):
+            train(small(data, tmp_path / runs, class_weight=weighting), progress=False)
+    assert seen[0] == pytest.approx({0: n / (2 * n_afm), 1: n / (2 * n_fm)})  # 0 = AFM
+    assert seen[1] is None

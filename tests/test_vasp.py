@@ -219,3 +219,63 @@ def test_fast_number_table_matches_the_general_formatter():
     assert _fortran_e_table(np.array([1e150])) is None  # three-digit exponent: general path
     tiny = format_grid(np.array([5e-324, 1.0, 2.0, 3.0, 4.0]).reshape(5, 1, 1)).split()
     assert float(tiny[0]) == 5e-324 and len(tiny) == 5
+
+
+# --------------------------------------------------------------------------------------------
+# a non-collinear calculation with distinct, non-zero mx, my, mz (the real NiO's are all ~0)
+
+#: the spin axis of the generated non-collinear run: every component distinct and non-zero, so
+#: reading one component for another changes the number
+AXIS = (0.36, -0.48, 0.8)
+
+
+@pytest.fixture(scope="module")
+def noncollinear(tmp_path_factory):
+    from magnb.synth import make_calculation, write_calculation
+
+    calc = make_calculation("Cr2Ge2Te6", "FM", grid=(8, 8, 32), seed=2, spin_axis=AXIS)
+    return calc, write_calculation(tmp_path_factory.mktemp("noncollinear"), calc)
+
+
+def test_noncollinear_outcar_reads_the_z_table_and_the_z_total(noncollinear):
+    calc, folder = noncollinear
+    moment = calc.moment
+    assert abs(moment) > 5  # a ferromagnet: every component is far from 0
+    text = (folder / "OUTCAR").read_text()
+    # VASP's own layout: ISPIN = 1 with LNONCOLLINEAR = T, three values per magnetization line
+    assert "   ISPIN  =      1" in text and "LNONCOLLINEAR =      T" in text
+    for name in ("(x)", "(y)", "(z)"):
+        assert text.count(f" magnetization {name}\n") == 1, name
+    last = [line for line in text.splitlines() if line.startswith(" number of electron")][-1]
+    assert [float(v) for v in last.split()[-3:]] == pytest.approx([a * moment for a in AXIS])
+
+    o = read_outcar(folder / "OUTCAR")
+    assert o.noncollinear is True and o.ispin == 1 and o.natoms == len(calc.site_moments)
+    # the z component, not x (0.36 m) or y (-0.48 m)
+    assert o.total == pytest.approx(0.8 * moment, abs=1e-6)
+    # the site table is the (z) one: each component's table differs in every magnetic row
+    assert o.per_site == pytest.approx(0.8 * calc.site_moments, abs=6e-4)
+    metal = np.abs(calc.site_moments) > 1
+    assert metal.sum() == 2
+    assert not np.allclose(o.per_site[metal], 0.36 * calc.site_moments[metal], atol=0.1)
+    m = read_moments(folder)
+    assert m.source == "OUTCAR" and m.total == o.total and m.noncollinear is True
+    # OSZICAR: mag= mx my mz, and its z is what is read
+    assert read_oszicar_moment(folder / "OSZICAR") == pytest.approx(0.8 * moment, abs=5e-5)
+    # pymatgen reads the same file as non-collinear, with the x, y, z tables each in its place
+    # (its total_mag is the x component: magnb's reader, not pymatgen's, gives the moment)
+    pmg = Outcar(folder / "OUTCAR")
+    assert pmg.noncollinear
+    vectors = np.array([site["tot"].moment for site in pmg.magnetization])
+    assert vectors == pytest.approx(np.outer(calc.site_moments, AXIS), abs=6e-4)
+
+
+def test_noncollinear_chgcar_blocks_are_mx_my_mz(noncollinear):
+    calc, folder = noncollinear
+    d = read_chgcar(folder / "CHGCAR")
+    assert d.spin_kind == "noncollinear" and d.magnetization.shape == (3, 8, 8, 32)
+    integrals = d.integral(d.magnetization)
+    assert integrals == pytest.approx([a * calc.moment for a in AXIS], abs=1e-6)
+    assert d.moment == pytest.approx(integrals[2])  # magnb's scalar moment is mz's integral
+    for k, a in enumerate(AXIS):
+        np.testing.assert_allclose(d.magnetization[k], a * calc.magnetization, atol=1e-9)
