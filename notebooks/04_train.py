@@ -33,6 +33,7 @@ pool = [2, 2]
 dense = [32]
 dropout = 0.2
 activation = "relu"
+kernel_smoothness = 0.0
 epochs = 20
 batch_size = 8
 optimizer = "adam"
