@@ -1,0 +1,92 @@
+"""Stage 01's tree walk entry by entry: what is listed, in which order, and the problem named for
+each thing that is not a readable file (the tests ``make mutants`` needed for magnb/collect.py;
+see tests/MUTANTS.md). Milliseconds each; no CHGCAR is read."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from pathlib import Path
+
+from magnb.collect import _reason, _walk
+
+
+def test_walk_lists_every_entry_with_its_problem(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    outside = tmp_path / "outside"
+    (outside / "calc").mkdir(parents=True)
+    (outside / "calc/CHGCAR").write_text("x")
+    (root / "a/run").mkdir(parents=True)
+    (root / "a/run/CHGCAR").write_text("x")
+    (root / "a/run/OUTCAR").write_text("x")
+    (root / "a/.git/objects").mkdir(parents=True)  # a hidden folder: not walked
+    (root / "a/.git/objects/CHGCAR").write_text("x")
+    os.symlink(root / "a", root / "b")  # inside the tree, reached twice: walked once
+    os.symlink(outside / "calc", root / "c_out")  # a folder out of the tree
+    os.symlink(outside / "calc/CHGCAR", root / "d_out")  # a lone file out of the tree
+    os.symlink(root / "nowhere", root / "e_broken")
+    os.symlink("f_loop", root / "f_loop")
+    os.mkfifo(root / "g_fifo")
+    os.mknod(root / "h_dev", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "i_sock"))
+    (root / "j_link").symlink_to("a/run/CHGCAR")  # a file link inside the tree: followed
+    try:
+        files, unreadable = _walk(root)
+    finally:
+        sock.close()
+    got = [(e.rel, e.problem) for e in files]
+    assert got == [
+        ("a", "a folder"),
+        ("a/run", "a folder"),
+        ("a/run/CHGCAR", ""),
+        ("a/run/OUTCAR", ""),
+        ("b", "a folder"),  # the same folder again: listed, not walked a second time
+        ("c_out", "a symlink that leaves the source tree"),
+        ("d_out", "a symlink that leaves the source tree"),
+        ("e_broken", "a broken symlink"),
+        ("f_loop", "a symlink loop"),
+        ("g_fifo", "a FIFO"),
+        ("h_dev", "a character device"),
+        ("i_sock", "a socket"),
+        ("j_link", ""),
+    ]
+    assert unreadable == []
+    assert [e.path for e in files][:3] == [root / "a", root / "a/run", root / "a/run/CHGCAR"]
+
+
+def test_walk_of_a_root_reached_through_a_symlink(tmp_path: Path) -> None:
+    (tmp_path / "real/run").mkdir(parents=True)
+    (tmp_path / "real/run/CHGCAR").write_text("x")
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    # links into the real root count as inside, and a sibling that shares the prefix does not
+    (tmp_path / "real2").mkdir()
+    (tmp_path / "real2/CHGCAR").write_text("x")
+    os.symlink(tmp_path / "real2/CHGCAR", tmp_path / "real/run/CHGCAR.gz")
+    os.symlink(tmp_path / "real", tmp_path / "real/run/up")
+    files, _ = _walk(tmp_path / "link")
+    assert [(e.rel, e.problem) for e in files] == [
+        ("run", "a folder"),
+        ("run/CHGCAR", ""),
+        ("run/CHGCAR.gz", "a symlink that leaves the source tree"),
+        ("run/up", "a folder"),  # the root itself, inside: followed, already seen
+    ]
+
+
+def test_walk_names_a_folder_it_cannot_read(tmp_path: Path) -> None:
+    files, unreadable = _walk(tmp_path / "missing")
+    assert files == []
+    assert [(e.rel, e.path, e.problem) for e in unreadable] == [
+        ("", tmp_path / "missing", "cannot read this folder (a broken symlink)")
+    ]
+
+
+def test_reasons_of_os_errors() -> None:
+    assert _reason(OSError(errno.ELOOP, "Too many levels")) == "a symlink loop"
+    assert _reason(OSError(errno.EACCES, "Permission denied")) == "permission denied"
+    assert _reason(OSError(errno.EPERM, "Not permitted")) == "permission denied"
+    assert _reason(OSError(errno.ENOENT, "No such file")) == "a broken symlink"
+    assert _reason(OSError(errno.EIO, "Input/output error")) == "Input/output error"
+    assert _reason(OSError("no errno")) == "OSError"
