@@ -39,15 +39,17 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix magnb tests bench notebooks tools
 
 ## Mutation testing (mutmut 3) of the honesty-critical code: tests/MUTANTS.md. Not part of `make
-## test` or CI (tens of minutes on 2 cores). The scope is SCOPE in tools/mutants_report.py, the
-## tests it runs [tool.mutmut] in pyproject.toml; set -f keeps the mutant-name globs from the shell.
+## test` or CI (about an hour on 2 shared cores). The scope is SCOPE in tools/mutants_report.py,
+## the tests it runs [tool.mutmut] in pyproject.toml. MUTANTS_GLOBS='magnb.labels.*' re-runs only
+## those mutants and keeps the other results (the report then keeps the last full run's time).
+MUTANTS_GLOBS ?=
 mutants: $(STAMP)
-	rm -rf mutants
+	$(if $(MUTANTS_GLOBS),,rm -rf mutants)
 	set -f; start=$$(date +%s); \
 	MAGNB_VASP_FIXTURES=$(CURDIR)/../shared/data/vasp nice -n 10 \
-	  $(VENV)/bin/mutmut run --max-children 2 $$($(PY) tools/mutants_report.py --globs) \
+	  $(VENV)/bin/mutmut run --max-children 2 $(or $(MUTANTS_GLOBS),$$($(PY) tools/mutants_report.py --globs)) \
 	  > mutants.log 2>&1 || { tail -c 3000 mutants.log; exit 1; }; \
-	$(PY) tools/mutants_report.py --seconds $$(( $$(date +%s) - start ))
+	$(PY) tools/mutants_report.py $(if $(MUTANTS_GLOBS),,--seconds $$(( $$(date +%s) - start )))
 
 ## Every benchmark; each writes its own section of bench/RESULTS.md (run on an idle machine).
 bench: $(STAMP)

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from magnb.baselines import _integral, best_cut, majority_baseline
+from magnb.baselines import _integral, best_cut, majority_baseline, physics_baseline
 from magnb.errors import MagnbError
 
 
@@ -54,3 +54,106 @@ def test_integral_per_magnetic_atom() -> None:
     bad = table.assign(moment_integral=[1.0, np.nan, 2.0], calc_id=["a", "b", "c"])
     with pytest.raises(MagnbError, match=r"1 row\(s\) have no moment_integral \(e.g. \['b'\]\)"):
         _integral(bad, per_atom=False)
+
+
+def _order_table(per_atom: list[float], order: list[str], n_mag: list[int]) -> pd.DataFrame:
+    n = len(order)
+    return pd.DataFrame(
+        {
+            "calc_id": [f"c{i}" for i in range(n)],
+            "status": "ok",
+            "order": order,
+            "order_pattern": [o if o == "FM" else "zigzag" for o in order],
+            "n_magnetic": n_mag,
+            "moment_integral": [m * max(k, 1) for m, k in zip(per_atom, n_mag, strict=True)],
+        }
+    )
+
+
+def test_physics_order_cut_by_value() -> None:
+    train = _order_table([-3.0, 2.5, 0.5, 0.1], ["FM", "FM", "AFM", "AFM"], [2, 1, 2, 0])
+    # |m| / n: 3.0, 2.5 FM; 0.5, 0.1 AFM: the cut is the midpoint 1.5
+    test = _order_table([2.0, 1.0, -1.75, 0.2], ["FM", "FM", "AFM", "AFM"], [4, 2, 1, 3])
+    out = physics_baseline(train, test, "order", threshold=4.0)
+    assert out["cut"] == 1.5 and out["train_balanced_accuracy"] == 1.0
+    # predicted FM: 2.0, 1.75 -> right, wrong; AFM: 1.0, 0.2 -> wrong, right
+    assert out["confusion_matrix"] == [[1, 1], [1, 1]]
+    assert out["method"] == "FM iff |moment_integral| / n_magnetic > cut (cut fit on train)"
+    assert out["n"] == 4
+
+
+def test_physics_order_without_a_cut_predicts_the_training_class() -> None:
+    train = _order_table([3.0, 2.5], ["FM", "FM"], [1, 1])
+    test = _order_table([2.0, 0.1], ["FM", "AFM"], [1, 1])
+    out = physics_baseline(train, test, "order", threshold=4.0)
+    assert out["cut"] is None and out["confusion_matrix"] == [[0, 1], [0, 1]]
+    assert out["notes"][0] == "training split holds only FM: no cut to fit"
+    train = _order_table([0.0, 0.5], ["AFM", "AFM"], [1, 1])
+    out = physics_baseline(train, test, "order", threshold=4.0)
+    assert out["confusion_matrix"] == [[1, 0], [1, 0]]
+    assert out["notes"][0] == "training split holds only AFM: no cut to fit"
+
+
+def test_physics_moment_class_and_regressions_by_value() -> None:
+    table = pd.DataFrame(
+        {
+            "calc_id": ["a", "b", "c", "d"],
+            "status": "ok",
+            "moment_class": [1, 0, 1, -1],
+            "moment": [5.0, 1.0, -4.5, np.nan],
+            "moment_per_magnetic_atom": [2.5, 1.0, -4.5, np.nan],
+            "moment_integral": [4.5, 3.5, -4.25, 9.0],
+            "n_magnetic": [2, 1, 1, 1],
+        }
+    )
+    out = physics_baseline(table, table, "moment_class", threshold=4.0)
+    assert out["method"] == "|moment_integral| > 4 muB" and out["threshold"] == 4.0
+    assert out["n"] == 3  # the row without a class is left out
+    assert out["confusion_matrix"] == [[1, 0], [0, 2]]
+    assert out["probability"] == pytest.approx(
+        [1 / (1 + np.exp(-5.0)), 1 / (1 + np.exp(5.0)), 1 / (1 + np.exp(-2.5))]
+    )
+    reg = physics_baseline(table.iloc[:3], table.iloc[:3], "moment", threshold=4.0)
+    assert reg["method"] == "moment_integral" and reg["mae"] == pytest.approx(
+        (0.5 + 2.5 + 0.25) / 3
+    )
+    per = physics_baseline(table.iloc[:3], table.iloc[:3], "moment_per_magnetic_atom", 4.0)
+    assert per["method"] == "moment_integral / n_magnetic"
+    assert per["mae"] == pytest.approx((0.25 + 2.5 + 0.25) / 3)
+    with pytest.raises(MagnbError, match="no physics baseline for label 'spin_kind'"):
+        physics_baseline(table, table, "spin_kind", 4.0)
+    with pytest.raises(MagnbError, match="the test table has no rows with a 'moment_class' label"):
+        physics_baseline(table, table.iloc[3:], "moment_class", 4.0)
+    with pytest.raises(MagnbError, match="the training table has no rows with an FM/AFM order"):
+        physics_baseline(
+            table.assign(order=""), table.assign(order=["FM", "AFM", "FM", "AFM"]), "order", 4.0
+        )
+
+
+def test_physics_order_pattern_by_value() -> None:
+    train = pd.DataFrame(
+        {
+            "calc_id": [f"t{i}" for i in range(5)],
+            "status": "ok",
+            "order_pattern": ["FM", "FM", "stripe", "stripe", "Neel"],
+            "n_magnetic": [1, 1, 1, 1, 1],
+            "moment_integral": [3.0, 2.0, 0.0, 0.25, 0.5],
+        }
+    )
+    test = train.assign(order_pattern=["FM", "Neel", "stripe", "zigzag", "FM"])
+    test["moment_integral"] = [2.5, 0.2, 0.1, 3.0, 0.0]
+    out = physics_baseline(train, test, "order_pattern", threshold=4.0)
+    assert out["cut"] == 1.25 and out["train_balanced_accuracy"] == 1.0
+    assert out["method"] == (
+        "FM iff |moment_integral| / n_magnetic > cut (cut fit on train), else stripe "
+        "(the training split's most common other pattern)"
+    )
+    # rows FM, Neel, stripe, zigzag, FM predicted FM, stripe, stripe, FM, stripe
+    cm = np.array(out["confusion_matrix"])
+    assert cm[0].tolist() == [1, 0, 0, 1] and cm[1].tolist() == [0, 0, 0, 1]
+    assert cm[2].tolist() == [1, 0, 0, 0] and cm[3].tolist() == [0, 0, 0, 1]
+    only_fm = physics_baseline(train.iloc[:2], test, "order_pattern", threshold=4.0)
+    assert only_fm["cut"] is None and np.array(only_fm["confusion_matrix"])[:, 0].sum() == 5
+    assert only_fm["notes"][0] == "training split holds FM only or no FM: no cut to fit"
+    with pytest.raises(MagnbError, match="the training table has no rows with an order pattern"):
+        physics_baseline(train.assign(order_pattern=""), test, "order_pattern", 4.0)
