@@ -7,7 +7,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from magnb.baselines import _integral, best_cut, majority_baseline, physics_baseline
+from magnb.baselines import (
+    _integral,
+    best_cut,
+    classification_metrics,
+    majority_baseline,
+    physics_baseline,
+    regression_metrics,
+)
 from magnb.errors import MagnbError
 
 
@@ -157,3 +164,64 @@ def test_physics_order_pattern_by_value() -> None:
     assert only_fm["notes"][0] == "training split holds FM only or no FM: no cut to fit"
     with pytest.raises(MagnbError, match="the training table has no rows with an order pattern"):
         physics_baseline(train.assign(order_pattern=""), test, "order_pattern", 4.0)
+
+
+def test_classification_metrics_multiclass_by_value() -> None:
+    truth = [0, 1, 2, 2, 1, 0]
+    prob = np.array(
+        [[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.3, 0.5], [0.6, 0.1, 0.3], [0.3, 0.4, 0.3],
+         [0.2, 0.5, 0.3]]
+    )  # fmt: skip
+    out = classification_metrics(truth, prob, n_boot=50)
+    # argmax: 0, 1, 2, 0, 1, 1 -> right, right, right, wrong, right, wrong
+    assert out["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert out["accuracy"] == pytest.approx(4 / 6)
+    assert out["balanced_accuracy"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+    assert out["labels"] == [0, 1, 2] and out["n"] == 6
+    assert out["class_counts"] == {"0": 2, "1": 2, "2": 2}
+    assert out["predicted_counts"] == {"0": 2, "1": 3, "2": 1}
+    assert out["roc_auc"] is not None and 0.5 < out["roc_auc"] <= 1.0
+    assert out["notes"] == []
+    # two of three classes present: no ROC-AUC, and a note says why
+    part = classification_metrics([0, 1, 1, 0], prob[:4], n_boot=50)
+    assert part["roc_auc"] is None
+    assert part["notes"][0] == "ROC-AUC undefined: y_true holds 2 of 3 classes"
+
+
+def test_classification_metrics_two_columns_and_explicit_predictions() -> None:
+    prob = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]])
+    out = classification_metrics([0, 1, 1, 1], prob, n_boot=50)
+    assert out["labels"] == [0, 1] and out["confusion_matrix"] == [[1, 0], [1, 2]]
+    assert out["roc_auc"] == pytest.approx(1.0)
+    column = classification_metrics([0, 1, 1, 1], prob[:, 1:], n_boot=50)
+    assert column["confusion_matrix"] == [[1, 0], [1, 2]]
+    explicit = classification_metrics([0, 1, 1, 1], [0.2, 0.7, 0.4, 0.9], y_pred=[1, 1, 1, 1])
+    assert explicit["confusion_matrix"] == [[0, 1], [0, 3]]
+    assert explicit["roc_auc"] == pytest.approx(1.0)  # from the scores, not the predictions
+    with pytest.raises(MagnbError, match="y_pred has 3 labels, y_true 4"):
+        classification_metrics([0, 1, 1, 1], [0.2, 0.7, 0.4, 0.9], y_pred=[1, 1, 1])
+    with pytest.raises(MagnbError, match="y_true has class 3, y_prob only 3"):
+        classification_metrics([0, 1, 3], np.full((3, 3), 0.5), y_pred=[0, 1, 1])
+    with pytest.raises(MagnbError, match="y_prob has 1 NaN or infinite values"):
+        classification_metrics([0, 1], [0.5, np.inf])
+    with pytest.raises(MagnbError, match=r"y_prob has shape \(3,\), but there are 2 true labels"):
+        classification_metrics([0, 1], [0.5, 0.5, 0.5])
+
+
+def test_regression_metrics_by_value() -> None:
+    out = regression_metrics([1.0, 2.0, 4.0], [[2.0], [2.0], [1.0]], n_boot=50)
+    assert out["n"] == 3 and out["mae"] == pytest.approx(4 / 3)
+    assert out["rmse"] == pytest.approx(np.sqrt(10 / 3))
+    assert out["r2"] == pytest.approx(1 - 10 / (14 / 3))
+    assert out["notes"] == [] and set(out["ci95"]) == {"mae", "rmse", "r2"}
+    flat = regression_metrics([2.0, 2.0], [1.0, 3.0], n_boot=50)
+    assert flat["r2"] is None and flat["ci95"]["r2"] is None
+    assert flat["notes"] == ["R^2 undefined: y_true is constant"]
+    with pytest.raises(MagnbError, match="y_pred has 1 NaN or infinite values"):
+        regression_metrics([1.0, 2.0], [1.0, np.nan])
+    with pytest.raises(MagnbError, match="y_true has 1 NaN or infinite values"):
+        regression_metrics([np.inf, 2.0], [1.0, 1.0])
+    with pytest.raises(MagnbError, match="y_true is empty: no samples to score"):
+        regression_metrics([], [])
+    with pytest.raises(MagnbError, match=r"y_pred has shape \(1,\), but there are 2 true values"):
+        regression_metrics([1.0, 2.0], [1.0])

@@ -57,8 +57,15 @@ SCOPE: dict[str, tuple[str, list[str]]] = {
 }  # fmt: skip
 
 
-def _module_of(path: str) -> str:
-    return path.removesuffix(".py").replace("/", ".")
+#: honesty-critical code that SCOPE does not reach yet, and why (printed in the report)
+NOT_YET = [
+    "magnb/loader.py (DensityDataset): its tests build datasets and import Keras; not run yet",
+    "magnb/train.py's resume and evaluation (`_train`) and magnb/callbacks.py (RunFiles): every "
+    "mutant would train models (tests/test_train.py, minutes each on 2 cores); only "
+    "`_class_weights` is in scope",
+    "magnb/baselines.py's descriptor model and `evaluate_all` (they read a built dataset)",
+    "magnb/split.py's `split_one` (the moment flag; tests/test_honesty.py checks it by value)",
+]
 
 
 def all_globs() -> list[str]:
@@ -179,6 +186,7 @@ def render(
             short = name.rpartition(".")[2]
             details.append(f"- `{short}` ({status}): `{_change(name, path)}` - {why}")
         details.append("")
+    lines += ["", "Not in the scope yet:", ""] + [f"- {x}" for x in NOT_YET]
     return "\n".join(lines + [""] + details), unaccounted
 
 
