@@ -90,3 +90,17 @@ def test_reasons_of_os_errors() -> None:
     assert _reason(OSError(errno.ENOENT, "No such file")) == "a broken symlink"
     assert _reason(OSError(errno.EIO, "Input/output error")) == "Input/output error"
     assert _reason(OSError("no errno")) == "OSError"
+
+
+def test_kind_of_each_file_type() -> None:
+    from magnb.collect import _kind
+
+    def kind(mode: int) -> str:
+        return _kind(os.stat_result((mode, 0, 0, 0, 0, 0, 0, 0, 0, 0)))
+
+    assert kind(stat.S_IFDIR) == "a folder"
+    assert kind(stat.S_IFIFO) == "a FIFO"
+    assert kind(stat.S_IFCHR) == "a character device"
+    assert kind(stat.S_IFBLK) == "a block device"
+    assert kind(stat.S_IFSOCK) == "a socket"
+    assert kind(0) == "not a regular file"

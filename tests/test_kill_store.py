@@ -115,3 +115,13 @@ def test_sums_travel_to_disk_as_json_and_back() -> None:
     for col in ("stat_sum", "stat_sumsq", "stat_maxabs"):
         assert back[col].tolist() == table[col].tolist()
     assert disk["stat_sum"].tolist() == [json.dumps([1.5, 2.0]), ""]
+
+
+def test_encoded_sums_are_taken_in_float64() -> None:
+    """float32 sums would lose the small voxels next to a large one (2^24 + 1 is 2^24 there)."""
+    x = np.ones(SHAPE, dtype=np.float32)
+    x[0, 0, 0, :] = 2.0**24
+    _, info, _ = _encoded((x, {}, ""), "none")
+    n = int(np.prod(SHAPE[:3]))
+    assert info["stat_sum"] == [2.0**24 + n - 1] * 2
+    assert info["stat_sumsq"] == [2.0**48 + n - 1] * 2

@@ -150,6 +150,7 @@ def test_oszicar_last_step_and_the_z_component(tmp_path: Path) -> None:
     with pytest.raises(MagnbError) as exc:
         read_oszicar_moment(_write(tmp_path, "OSZICAR", OSZICAR.format(last="x.y")))
     assert exc.value.reason == "malformed 'mag=' value" and exc.value.line == 4
+    assert exc.value.path == str(tmp_path / "OSZICAR")
     with pytest.raises(MagnbError) as exc:
         read_oszicar_moment(_write(tmp_path, "OSZICAR", OSZICAR.format(last="")))
     assert exc.value.line == 4
@@ -191,3 +192,35 @@ def test_moments_of_an_empty_folder_and_of_a_run_without_spin(tmp_path: Path) ->
     m = read_moments(tmp_path)
     assert (m.total, m.source, m.ispin, m.nelect, m.natoms) == (None, None, 1, 11.0, 2)
     assert m.noncollinear is False
+
+
+def test_read_vasprun_by_value(tmp_path: Path, vasp_dir: Path) -> None:
+    from magnb.vasp import read_vasprun
+
+    polarized = vasp_dir / "nitric_oxide/polarized/vasprun.xml"
+    v = read_vasprun(polarized)
+    assert v.total == pytest.approx(1.0, abs=1e-6) and v.source == "vasprun.xml"
+    assert (v.nelect, v.ispin, v.noncollinear, v.natoms) == (11.0, 2, False, 2)
+    u = read_vasprun(vasp_dir / "nitric_oxide/unpolarized/vasprun.xml")
+    assert (u.total, u.source, u.ispin, u.nelect) == (None, None, 1, 11.0)
+    # the occupations are weighted by the k-point weights: half the weight, half the moment
+    text = polarized.read_text().replace(
+        '<varray name="weights" >\n   <v>       1.00000000 </v>',
+        '<varray name="weights" >\n   <v>       0.50000000 </v>',
+    )
+    assert text != polarized.read_text()
+    half = read_vasprun(_write(tmp_path, "vasprun.xml", text))
+    assert half.total == pytest.approx(0.5, abs=1e-6)
+    broken = _write(tmp_path, "broken.xml", polarized.read_text()[:5000])
+    with pytest.raises(MagnbError) as exc:
+        read_vasprun(broken)
+    assert exc.value.path == str(broken)
+    assert exc.value.reason.startswith(
+        f"cannot parse vasprun.xml ({type(exc.value.__cause__).__name__}: "
+    )
+
+
+def test_oszicar_line_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "OSZICAR"
+    path.write_bytes(OSZICAR.format(last="2.5000").encode().replace(b"d E", b"d \xff"))
+    assert read_oszicar_moment(path) == 2.5
