@@ -150,25 +150,29 @@ def render(
     unaccounted = 0
     details: list[str] = []
     for path, codes in results.items():
-        counts = {"killed": 0, "timeout": 0, "survived": 0, "no tests": 0, "other": 0}
+        counts = {"killed": 0, "timeout": 0, "survived": 0, "no tests": 0, "not checked": 0,
+                  "other": 0}  # fmt: skip
         survivors = []
         for name, code in codes.items():
             status = _status(code)
             key = status if status in counts else "other"
             counts[key] += 1
-            if status not in ("killed", "timeout"):
+            if status not in ("killed", "timeout", "not checked"):
                 survivors.append((name, status))
         n_equiv = sum(1 for name, _ in survivors if name in equivalent)
-        made = len(codes)
+        made = len(codes) - counts["not checked"]  # an interrupted run: only what it tested
         if not made:
             lines.append(f"| {path} | {SCOPE[path][0]} | not run | | | | | | |")
             continue
         live = made - n_equiv
         score = (counts["killed"] + counts["timeout"]) / live if live else float("nan")
+        note = (
+            f" ({counts['not checked']} not tested: run stopped)" if counts["not checked"] else ""
+        )
         lines.append(
             f"| {path} | {SCOPE[path][0]} | {made} | {counts['killed']} | {counts['timeout']} "
             f"| {counts['survived'] + counts['other']} | {n_equiv} | {counts['no tests']} "
-            f"| {score:.0%} |"
+            f"| {score:.0%}{note} |"
         )
         details += [f"## {path}", ""]
         was = [n for n in baseline.get(path, []) if n in codes]
