@@ -116,6 +116,7 @@ def test_outcar_refusals_name_the_problem_and_line(tmp_path: Path) -> None:
     with pytest.raises(MagnbError) as exc:
         read_outcar(_write(tmp_path, "OUTCAR", _outcar(tables=bad_row)))
     assert exc.value.reason == "malformed row in the magnetization table" and exc.value.line == 11
+    assert exc.value.path == str(tmp_path / "OUTCAR")
 
 
 def test_site_table_without_its_header_is_not_read(tmp_path: Path) -> None:
@@ -224,3 +225,26 @@ def test_oszicar_line_that_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "OSZICAR"
     path.write_bytes(OSZICAR.format(last="2.5000").encode().replace(b"d E", b"d \xff"))
     assert read_oszicar_moment(path) == 2.5
+
+
+def test_site_table_edges(tmp_path: Path) -> None:
+    # the header right under the title, no blank line between
+    tight = _table("x", [1.0, 2.0]).replace(" magnetization (x)\n \n", " magnetization (x)\n")
+    m = read_outcar(_write(tmp_path, "OUTCAR", _outcar(tables=tight)))
+    np.testing.assert_array_equal(m.per_site, [1.0, 2.0])
+    # the 'tot' line right after the rows, no dashes between
+    no_dashes = _table("x", [1.0, 2.0]).replace(
+        "--------------------------------------------------\n", ""
+    )
+    m = read_outcar(_write(tmp_path, "OUTCAR", _outcar(tables=no_dashes)))
+    np.testing.assert_array_equal(m.per_site, [1.0, 2.0])
+    # the file ends with the rows
+    cut = _table("x", [1.0, 2.0])[
+        : _table("x", [1.0, 2.0]).index("-----------------------------------------------", 60)
+    ]
+    m = read_outcar(_write(tmp_path, "OUTCAR", _outcar(tables=cut).rstrip("\n")))
+    np.testing.assert_array_equal(m.per_site, [1.0, 2.0])
+    # the file ends under the title, before any header: an empty table, which NIONS refutes
+    with pytest.raises(MagnbError) as exc:
+        read_outcar(_write(tmp_path, "OUTCAR", _outcar(tables=" magnetization (x)\n \n")))
+    assert exc.value.reason == "magnetization table has 0 rows but NIONS = 2"
