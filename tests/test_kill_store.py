@@ -125,3 +125,9 @@ def test_encoded_sums_are_taken_in_float64() -> None:
     n = int(np.prod(SHAPE[:3]))
     assert info["stat_sum"] == [2.0**24 + n - 1] * 2
     assert info["stat_sumsq"] == [2.0**48 + n - 1] * 2
+
+
+def test_maxabs_scale_below_one_is_kept() -> None:
+    table = pd.DataFrame({"stat_sum": [[0.0]], "stat_sumsq": [[0.0]], "stat_maxabs": [[0.25]]})
+    table = table.assign(status="ok", split="train", sample=0)
+    assert normalization_stats(table, "maxabs", 1, 8) == {"offset": [0.0], "scale": [0.25]}

@@ -248,3 +248,9 @@ def test_site_table_edges(tmp_path: Path) -> None:
     with pytest.raises(MagnbError) as exc:
         read_outcar(_write(tmp_path, "OUTCAR", _outcar(tables=" magnetization (x)\n \n")))
     assert exc.value.reason == "magnetization table has 0 rows but NIONS = 2"
+
+
+def test_outcar_with_a_byte_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "OUTCAR"
+    path.write_bytes(b"  POSCAR = Fe \xe9l\xe9ment\n" + _outcar().encode())
+    assert read_outcar(path).total == 2.25
