@@ -107,10 +107,11 @@ def test_outcar_refusals_name_the_problem_and_line(tmp_path: Path) -> None:
     with pytest.raises(MagnbError) as exc:
         read_outcar(_write(tmp_path, "OUTCAR", _outcar(tables=_table("x", [1.0, 2.0, 3.0]))))
     assert exc.value.reason == "magnetization table has 3 rows but NIONS = 2"
+    assert exc.value.path == str(tmp_path / "OUTCAR")
     with pytest.raises(MagnbError) as exc:
         read_outcar(_write(tmp_path, "OUTCAR", _outcar(mags=("1.0", "2.x"))))
     assert exc.value.reason == "malformed 'number of electron ... magnetization' line"
-    assert exc.value.line == 5
+    assert exc.value.line == 5 and exc.value.path == str(tmp_path / "OUTCAR")
     bad_row = _table("x", [1.0, 2.0]).replace("    2        0.001", "    2        0.0a1")
     bad_row = bad_row.replace("  2.000\n", "  2.0b0\n")
     with pytest.raises(MagnbError) as exc:
@@ -254,3 +255,12 @@ def test_outcar_with_a_byte_that_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "OUTCAR"
     path.write_bytes(b"  POSCAR = Fe \xe9l\xe9ment\n" + _outcar().encode())
     assert read_outcar(path).total == 2.25
+
+
+def test_the_last_site_table_wins_and_a_broken_one_keeps_the_one_before(tmp_path: Path) -> None:
+    tables = _table("x", [1.0, 2.0]) + _table("x", [3.0, 4.0])  # two ionic steps
+    m = read_outcar(_write(tmp_path, "OUTCAR", _outcar(tables=tables)))
+    np.testing.assert_array_equal(m.per_site, [3.0, 4.0])
+    far = _table("x", [5.0, 6.0]).replace(" \n", " \n \n \n \n \n", 1)  # header not found
+    m = read_outcar(_write(tmp_path, "OUTCAR", _outcar(tables=_table("x", [1.0, 2.0]) + far)))
+    np.testing.assert_array_equal(m.per_site, [1.0, 2.0])
