@@ -39,9 +39,10 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix magnb tests bench notebooks tools
 
 ## Mutation testing (mutmut 3) of the honesty-critical code: tests/MUTANTS.md. Not part of `make
-## test` or CI (about an hour on 2 shared cores). The scope is SCOPE in tools/mutants_report.py,
-## the tests it runs [tool.mutmut] in pyproject.toml. MUTANTS_GLOBS='magnb.labels.*' re-runs only
-## those mutants and keeps the other results (the report then keeps the last full run's time).
+## test` or CI (about 1.5 h on 2 shared cores, estimated from partial runs: tests/MUTANTS.md).
+## The scope is SCOPE in tools/mutants_report.py, the tests it runs [tool.mutmut] in pyproject.toml.
+## MUTANTS_GLOBS='magnb.labels.*' re-runs only those mutants and keeps the other results (the
+## report then keeps the last full run's time).
 MUTANTS_GLOBS ?=
 mutants: $(STAMP)
 	$(if $(MUTANTS_GLOBS),,rm -rf mutants)

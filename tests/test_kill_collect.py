@@ -104,3 +104,33 @@ def test_kind_of_each_file_type() -> None:
     assert kind(stat.S_IFBLK) == "a block device"
     assert kind(stat.S_IFSOCK) == "a socket"
     assert kind(0) == "not a regular file"
+
+
+def test_a_missing_source_tree_is_named(tmp_path: Path) -> None:
+    import pytest
+
+    from magnb.collect import CollectConfig, find_calculations
+    from magnb.errors import MagnbError
+
+    config = CollectConfig(source=tmp_path / "nowhere", data_dir=tmp_path / "data", progress=False)
+    with pytest.raises(MagnbError) as exc:
+        find_calculations(config)
+    assert exc.value.reason == "source tree does not exist or is not a folder"
+    assert exc.value.path == str(tmp_path / "nowhere")
+
+
+def test_companions_without_a_volumetric_file_in_a_flat_layout(tmp_path: Path) -> None:
+    from magnb.collect import CollectConfig, find_calculations
+
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.CHGCAR").write_text("x")
+    (src / "sub" / "OUTCAR").write_text("x")  # below the flat layout's one level: not a run
+    config = CollectConfig(source=src, data_dir=tmp_path / "data", layout="{calc}.CHGCAR")
+    assert [(c["rel"], c["path"] is None) for c in find_calculations(config)] == [
+        ("a.CHGCAR", False)
+    ]
+    (src / "a.CHGCAR").unlink()
+    (src / "OUTCAR").write_text("x")  # the root itself is the run folder, without its CHGCAR
+    calcs = find_calculations(config)
+    assert [(c["rel"], c["path"], c["fields"], c["problem"]) for c in calcs] == [("", None, {}, "")]

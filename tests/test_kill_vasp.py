@@ -264,3 +264,18 @@ def test_the_last_site_table_wins_and_a_broken_one_keeps_the_one_before(tmp_path
     far = _table("x", [5.0, 6.0]).replace(" \n", " \n \n \n \n \n", 1)  # header not found
     m = read_outcar(_write(tmp_path, "OUTCAR", _outcar(tables=_table("x", [1.0, 2.0]) + far)))
     np.testing.assert_array_equal(m.per_site, [1.0, 2.0])
+
+
+def test_vasprun_fills_in_only_what_the_outcar_lacks(tmp_path: Path, vasp_dir: Path) -> None:
+    shutil.copyfile(vasp_dir / "nitric_oxide/polarized/vasprun.xml", tmp_path / "vasprun.xml")
+    # an OUTCAR of ISPIN = 1 (no moment): vasprun.xml gives the moment, the OUTCAR the rest
+    text = (
+        "   number of dos      NEDOS =    301   number of ions     NIONS =      3\n"
+        "   ISPIN  =      1    spin polarized calculation?\n"
+        "   LNONCOLLINEAR =      T non collinear calculations\n"
+        " number of electron      13.0000000 magnetization       0.0000000\n"
+    )
+    _write(tmp_path, "OUTCAR", text)
+    m = read_moments(tmp_path)
+    assert (m.source, m.total) == ("vasprun.xml", pytest.approx(1.0, abs=1e-6))
+    assert (m.ispin, m.nelect, m.natoms, m.noncollinear) == (1, 13.0, 3, True)
