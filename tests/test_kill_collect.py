@@ -134,3 +134,17 @@ def test_companions_without_a_volumetric_file_in_a_flat_layout(tmp_path: Path) -
     (src / "OUTCAR").write_text("x")  # the root itself is the run folder, without its CHGCAR
     calcs = find_calculations(config)
     assert [(c["rel"], c["path"], c["fields"], c["problem"]) for c in calcs] == [("", None, {}, "")]
+
+
+def test_a_folder_the_layout_names_is_a_failure_only_without_a_calculation_beneath(
+    tmp_path: Path,
+) -> None:
+    from magnb.collect import CollectConfig, find_calculations
+
+    src = tmp_path / "src"
+    (src / "Fe/a/CHGCAR/x").mkdir(parents=True)  # a folder named CHGCAR, a CHGCAR beneath it
+    (src / "Fe/a/CHGCAR/x/CHGCAR").write_text("x")
+    (src / "Co/b/CHGCAR").mkdir(parents=True)  # a folder named CHGCAR and nothing beneath
+    config = CollectConfig(source=src, data_dir=tmp_path / "data", layout="{formula}/**/CHGCAR")
+    got = [(c["rel"], c["problem"]) for c in find_calculations(config)]
+    assert got == [("Co/b/CHGCAR", "a folder"), ("Fe/a/CHGCAR/x/CHGCAR", "")]
