@@ -70,11 +70,16 @@ NOT_YET = [
 
 #: how the numbers in the committed report were made, where not by one full `make mutants`
 RUN_NOTES = [
-    "2026-12-02, on 2 cores shared with 3 other engineers (load 4-8): labels.py by one "
-    "`make mutants` run of its globs alone (22 min, stats included), its survivors re-run after "
-    "the new tests; store, split, collect, vasp and train by one run of their globs (stopped "
-    "at the deadline: the untested mutants are counted apart), survivors re-run after the new "
-    "tests; baselines.py not run yet (tests/test_kill_baselines.py is written for it).",
+    "All on 2026-12-02, on 2 cores shared with 3 other engineers (load 4 to 8), "
+    "`--max-children 2`; never one full `make mutants` (estimated 1.5 h: the three runs below "
+    "plus baselines.py).",
+    "labels.py: one `make mutants` with SCOPE holding labels.py alone, 22 min (copying, mutant "
+    "generation and the stats run included); the survivors re-run after the new tests.",
+    "store, split, collect, vasp, train: one run of their globs, stopped after 23 min with 231 "
+    "of collect.py's mutants untested; the survivors re-run after the new tests (2 min); then "
+    "collect's `_walk` mutants in a run of their own.",
+    "baselines.py: not run yet (the run did not fit before the deadline); "
+    "tests/test_kill_baselines.py was written for it from reading the code.",
 ]
 
 
