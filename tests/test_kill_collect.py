@@ -148,3 +148,23 @@ def test_a_folder_the_layout_names_is_a_failure_only_without_a_calculation_benea
     config = CollectConfig(source=src, data_dir=tmp_path / "data", layout="{formula}/**/CHGCAR")
     got = [(c["rel"], c["problem"]) for c in find_calculations(config)]
     assert got == [("Co/b/CHGCAR", "a folder"), ("Fe/a/CHGCAR/x/CHGCAR", "")]
+
+
+def test_which_files_make_calculations_and_failure_rows(tmp_path: Path) -> None:
+    from magnb.collect import CollectConfig, find_calculations
+
+    src = tmp_path / "src"
+    for rel in ("A/run/CHGCAR", "A/run/OUTCAR", "B/deep/er/OUTCAR", "C/run/OUTCAR",
+                "D/two/CHGCAR", "D/two/CHGCAR_spin", "E/pick/CHGCAR.gz", "F/notes/README"):  # fmt: skip
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text("x")
+    os.mkfifo(src / "E/pick/CHGCAR")  # not a readable file: the .gz beside it is chosen
+    config = CollectConfig(source=src, data_dir=tmp_path / "data")
+    got = [(c["calc_id"], c["rel"], c["problem"]) for c in find_calculations(config)]
+    assert got == [
+        ("A__run", "A/run/CHGCAR", ""),
+        ("D__two__CHGCAR", "D/two/CHGCAR", ""),  # two files in one folder: ids from the files
+        ("D__two__CHGCAR_spin", "D/two/CHGCAR_spin", ""),
+        ("E__pick", "E/pick/CHGCAR.gz", ""),
+        ("C__run", "C/run", ""),  # companions without a CHGCAR: a row (a failure, later)
+    ]  # B/deep/er is no run folder of the layout; F/notes has no companion
