@@ -77,7 +77,8 @@ RUN_NOTES = [
     "generation and the stats run included); the survivors re-run after the new tests.",
     "store, split, collect, vasp, train: one run of their globs, stopped after 23 min with 231 "
     "of collect.py's mutants untested; the survivors re-run after the new tests (2 min); then "
-    "collect's `_walk` mutants in a run of their own.",
+    "collect's `_walk` mutants in a run of their own (7 min), then most of the rest of "
+    "collect.py (stopped after 7 min) and its survivors again after the last new tests.",
     "baselines.py: not run yet (the run did not fit before the deadline); "
     "tests/test_kill_baselines.py was written for it from reading the code.",
 ]
