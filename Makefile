@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= demo
 KERNEL := magnb
 
-.PHONY: demo test test-fast lint format bench clean venv
+.PHONY: demo test test-fast lint format bench clean venv mutants
 
 venv: $(STAMP)
 
@@ -38,6 +38,20 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format magnb tests bench notebooks tools
 	$(VENV)/bin/ruff check --fix magnb tests bench notebooks tools
 
+## Mutation testing (mutmut 3) of the honesty-critical code: tests/MUTANTS.md. Not part of `make
+## test` or CI (about 1.5 h on 2 shared cores, estimated from partial runs: tests/MUTANTS.md).
+## The scope is SCOPE in tools/mutants_report.py, the tests it runs [tool.mutmut] in pyproject.toml.
+## MUTANTS_GLOBS='magnb.labels.*' re-runs only those mutants and keeps the other results (the
+## report then keeps the last full run's time).
+MUTANTS_GLOBS ?=
+mutants: $(STAMP)
+	$(if $(MUTANTS_GLOBS),,rm -rf mutants)
+	set -f; start=$$(date +%s); \
+	MAGNB_VASP_FIXTURES=$(CURDIR)/../shared/data/vasp nice -n 10 \
+	  $(VENV)/bin/mutmut run --max-children 2 $(or $(MUTANTS_GLOBS),$$($(PY) tools/mutants_report.py --globs)) \
+	  > mutants.log 2>&1 || { tail -c 3000 mutants.log; exit 1; }; \
+	$(PY) tools/mutants_report.py $(if $(MUTANTS_GLOBS),,--seconds $$(( $$(date +%s) - start )))
+
 ## Every benchmark; each writes its own section of bench/RESULTS.md (run on an idle machine).
 bench: $(STAMP)
 	$(PY) bench/ingest.py
@@ -49,4 +63,4 @@ bench: $(STAMP)
 	$(PY) bench/collect.py
 
 clean:
-	rm -rf $(DEMO) .pytest_cache
+	rm -rf $(DEMO) .pytest_cache mutants mutants.log

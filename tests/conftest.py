@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-VASP_FIXTURES = REPO_ROOT.parent / "shared" / "data" / "vasp"
+# MAGNB_VASP_FIXTURES: where they are when the tests run from a copy (`make mutants` runs them
+# in mutants/, one folder deeper)
+VASP_FIXTURES = Path(
+    os.environ.get("MAGNB_VASP_FIXTURES") or REPO_ROOT.parent / "shared" / "data" / "vasp"
+)
 
 # Keep TensorFlow quiet and on the CPU in every test process and subprocess.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

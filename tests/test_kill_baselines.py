@@ -1,0 +1,227 @@
+"""Baselines and metrics by value on small hand-made labels (the tests ``make mutants`` needed
+for magnb/baselines.py; see tests/MUTANTS.md). Milliseconds each."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from magnb.baselines import (
+    _integral,
+    best_cut,
+    classification_metrics,
+    majority_baseline,
+    physics_baseline,
+    regression_metrics,
+)
+from magnb.errors import MagnbError
+
+
+def test_best_cut_by_value() -> None:
+    # 0.0, 1.0 class 0; 2.0, 3.0 class 1: the cut is the midpoint 1.5, balanced accuracy 1
+    assert best_cut(np.array([3.0, 0.0, 2.0, 1.0]), np.array([1, 0, 1, 0])) == (1.5, 1.0)
+    # one class: no cut, the rule predicts it everywhere
+    assert best_cut(np.array([1.0, 2.0]), np.array([1, 1])) == (None, 1.0)
+    assert best_cut(np.array([1.0, 2.0]), np.array([0, 0])) == (None, 1.0)
+    # class 1 below class 0: no rule "class 1 iff score > c" beats chance; the best candidates
+    # are the cuts below and above everything (-1, 2), and the tie goes to the later of the two
+    cut, ba = best_cut(np.array([0.0, 1.0]), np.array([1, 0]))
+    assert ba == 0.5 and cut == 2.0
+
+
+def test_best_cut_with_overlap() -> None:
+    score = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    y = np.array([0, 1, 0, 1, 1])
+    cut, ba = best_cut(score, y)
+    # cut 2.5: class 1 above -> 3, 4 right, 1 wrong (tpr 2/3); class 0 at or below all right
+    assert cut == 2.5 and ba == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_majority_baseline_by_value() -> None:
+    out = majority_baseline([1, 1, 0, 2, 1], [0, 2, 2, 1], "classification")
+    assert out["prediction"] == 1 and out["method"] == "training majority class"
+    assert out["accuracy"] == pytest.approx(0.25)
+    reg = majority_baseline([1.0, 2.0, np.nan, 6.0], [3.0, 5.0], "regression")
+    assert reg["prediction"] == 3.0 and reg["method"] == "training mean"
+    assert reg["mae"] == pytest.approx(1.0)
+    with pytest.raises(MagnbError, match="the training split is empty"):
+        majority_baseline([], [1], "classification")
+    with pytest.raises(MagnbError, match="no finite label to average"):
+        majority_baseline([np.nan], [1.0], "regression")
+
+
+def test_integral_per_magnetic_atom() -> None:
+    table = pd.DataFrame({"moment_integral": [4.0, -3.0, 2.0], "n_magnetic": [2, 0, np.nan]})
+    np.testing.assert_array_equal(_integral(table, per_atom=False), [4.0, -3.0, 2.0])
+    # no magnetic atom or an unknown count: divided by 1
+    np.testing.assert_array_equal(_integral(table, per_atom=True), [2.0, -3.0, 2.0])
+    with pytest.raises(MagnbError, match="no 'n_magnetic' column: rebuild it with stage 03"):
+        _integral(table.drop(columns="n_magnetic"), per_atom=True)
+    bad = table.assign(moment_integral=[1.0, np.nan, 2.0], calc_id=["a", "b", "c"])
+    with pytest.raises(MagnbError, match=r"1 row\(s\) have no moment_integral \(e.g. \['b'\]\)"):
+        _integral(bad, per_atom=False)
+
+
+def _order_table(per_atom: list[float], order: list[str], n_mag: list[int]) -> pd.DataFrame:
+    n = len(order)
+    return pd.DataFrame(
+        {
+            "calc_id": [f"c{i}" for i in range(n)],
+            "status": "ok",
+            "order": order,
+            "order_pattern": [o if o == "FM" else "zigzag" for o in order],
+            "n_magnetic": n_mag,
+            "moment_integral": [m * max(k, 1) for m, k in zip(per_atom, n_mag, strict=True)],
+        }
+    )
+
+
+def test_physics_order_cut_by_value() -> None:
+    train = _order_table([-3.0, 2.5, 0.5, 0.1], ["FM", "FM", "AFM", "AFM"], [2, 1, 2, 0])
+    # |m| / n: 3.0, 2.5 FM; 0.5, 0.1 AFM: the cut is the midpoint 1.5
+    test = _order_table([2.0, 1.0, -1.75, 0.2], ["FM", "FM", "AFM", "AFM"], [4, 2, 1, 3])
+    out = physics_baseline(train, test, "order", threshold=4.0)
+    assert out["cut"] == 1.5 and out["train_balanced_accuracy"] == 1.0
+    # predicted FM: 2.0, 1.75 -> right, wrong; AFM: 1.0, 0.2 -> wrong, right
+    assert out["confusion_matrix"] == [[1, 1], [1, 1]]
+    assert out["method"] == "FM iff |moment_integral| / n_magnetic > cut (cut fit on train)"
+    assert out["n"] == 4
+
+
+def test_physics_order_without_a_cut_predicts_the_training_class() -> None:
+    train = _order_table([3.0, 2.5], ["FM", "FM"], [1, 1])
+    test = _order_table([2.0, 0.1], ["FM", "AFM"], [1, 1])
+    out = physics_baseline(train, test, "order", threshold=4.0)
+    assert out["cut"] is None and out["confusion_matrix"] == [[0, 1], [0, 1]]
+    assert out["notes"][0] == "training split holds only FM: no cut to fit"
+    train = _order_table([0.0, 0.5], ["AFM", "AFM"], [1, 1])
+    out = physics_baseline(train, test, "order", threshold=4.0)
+    assert out["confusion_matrix"] == [[1, 0], [1, 0]]
+    assert out["notes"][0] == "training split holds only AFM: no cut to fit"
+
+
+def test_physics_moment_class_and_regressions_by_value() -> None:
+    table = pd.DataFrame(
+        {
+            "calc_id": ["a", "b", "c", "d"],
+            "status": "ok",
+            "moment_class": [1, 0, 1, -1],
+            "moment": [5.0, 1.0, -4.5, np.nan],
+            "moment_per_magnetic_atom": [2.5, 1.0, -4.5, np.nan],
+            "moment_integral": [4.5, 3.5, -4.25, 9.0],
+            "n_magnetic": [2, 1, 1, 1],
+        }
+    )
+    out = physics_baseline(table, table, "moment_class", threshold=4.0)
+    assert out["method"] == "|moment_integral| > 4 muB" and out["threshold"] == 4.0
+    assert out["n"] == 3  # the row without a class is left out
+    assert out["confusion_matrix"] == [[1, 0], [0, 2]]
+    assert out["probability"] == pytest.approx(
+        [1 / (1 + np.exp(-5.0)), 1 / (1 + np.exp(5.0)), 1 / (1 + np.exp(-2.5))]
+    )
+    reg = physics_baseline(table.iloc[:3], table.iloc[:3], "moment", threshold=4.0)
+    assert reg["method"] == "moment_integral" and reg["mae"] == pytest.approx(
+        (0.5 + 2.5 + 0.25) / 3
+    )
+    per = physics_baseline(table.iloc[:3], table.iloc[:3], "moment_per_magnetic_atom", 4.0)
+    assert per["method"] == "moment_integral / n_magnetic"
+    assert per["mae"] == pytest.approx((0.25 + 2.5 + 0.25) / 3)
+    with pytest.raises(MagnbError, match="no physics baseline for label 'spin_kind'"):
+        physics_baseline(table, table, "spin_kind", 4.0)
+    with pytest.raises(MagnbError, match="the test table has no rows with a 'moment_class' label"):
+        physics_baseline(table, table.iloc[3:], "moment_class", 4.0)
+    with pytest.raises(MagnbError, match="the training table has no rows with an FM/AFM order"):
+        physics_baseline(
+            table.assign(order=""), table.assign(order=["FM", "AFM", "FM", "AFM"]), "order", 4.0
+        )
+
+
+def test_physics_order_pattern_by_value() -> None:
+    train = pd.DataFrame(
+        {
+            "calc_id": [f"t{i}" for i in range(5)],
+            "status": "ok",
+            "order_pattern": ["FM", "FM", "stripe", "stripe", "Neel"],
+            "n_magnetic": [1, 1, 1, 1, 1],
+            "moment_integral": [3.0, 2.0, 0.0, 0.25, 0.5],
+        }
+    )
+    test = train.assign(order_pattern=["FM", "Neel", "stripe", "zigzag", "FM"])
+    test["moment_integral"] = [2.5, 0.2, 0.1, 3.0, 0.0]
+    out = physics_baseline(train, test, "order_pattern", threshold=4.0)
+    assert out["cut"] == 1.25 and out["train_balanced_accuracy"] == 1.0
+    assert out["method"] == (
+        "FM iff |moment_integral| / n_magnetic > cut (cut fit on train), else stripe "
+        "(the training split's most common other pattern)"
+    )
+    # rows FM, Neel, stripe, zigzag, FM predicted FM, stripe, stripe, FM, stripe
+    cm = np.array(out["confusion_matrix"])
+    assert cm[0].tolist() == [1, 0, 0, 1] and cm[1].tolist() == [0, 0, 0, 1]
+    assert cm[2].tolist() == [1, 0, 0, 0] and cm[3].tolist() == [0, 0, 0, 1]
+    only_fm = physics_baseline(train.iloc[:2], test, "order_pattern", threshold=4.0)
+    assert only_fm["cut"] is None and np.array(only_fm["confusion_matrix"])[:, 0].sum() == 5
+    assert only_fm["notes"][0] == "training split holds FM only or no FM: no cut to fit"
+    with pytest.raises(MagnbError, match="the training table has no rows with an order pattern"):
+        physics_baseline(train.assign(order_pattern=""), test, "order_pattern", 4.0)
+
+
+def test_classification_metrics_multiclass_by_value() -> None:
+    truth = [0, 1, 2, 2, 1, 0]
+    prob = np.array(
+        [[0.7, 0.2, 0.1], [0.1, 0.6, 0.3], [0.2, 0.3, 0.5], [0.6, 0.1, 0.3], [0.3, 0.4, 0.3],
+         [0.2, 0.5, 0.3]]
+    )  # fmt: skip
+    out = classification_metrics(truth, prob, n_boot=50)
+    # argmax: 0, 1, 2, 0, 1, 1 -> right, right, right, wrong, right, wrong
+    assert out["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert out["accuracy"] == pytest.approx(4 / 6)
+    assert out["balanced_accuracy"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+    assert out["labels"] == [0, 1, 2] and out["n"] == 6
+    assert out["class_counts"] == {"0": 2, "1": 2, "2": 2}
+    assert out["predicted_counts"] == {"0": 2, "1": 3, "2": 1}
+    assert out["roc_auc"] is not None and 0.5 < out["roc_auc"] <= 1.0
+    assert out["notes"] == []
+    # two of three classes present: no ROC-AUC, and a note says why
+    part = classification_metrics([0, 1, 1, 0], prob[:4], n_boot=50)
+    assert part["roc_auc"] is None
+    assert part["notes"][0] == "ROC-AUC undefined: y_true holds 2 of 3 classes"
+
+
+def test_classification_metrics_two_columns_and_explicit_predictions() -> None:
+    prob = np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]])
+    out = classification_metrics([0, 1, 1, 1], prob, n_boot=50)
+    assert out["labels"] == [0, 1] and out["confusion_matrix"] == [[1, 0], [1, 2]]
+    assert out["roc_auc"] == pytest.approx(1.0)
+    column = classification_metrics([0, 1, 1, 1], prob[:, 1:], n_boot=50)
+    assert column["confusion_matrix"] == [[1, 0], [1, 2]]
+    explicit = classification_metrics([0, 1, 1, 1], [0.2, 0.7, 0.4, 0.9], y_pred=[1, 1, 1, 1])
+    assert explicit["confusion_matrix"] == [[0, 1], [0, 3]]
+    assert explicit["roc_auc"] == pytest.approx(1.0)  # from the scores, not the predictions
+    with pytest.raises(MagnbError, match="y_pred has 3 labels, y_true 4"):
+        classification_metrics([0, 1, 1, 1], [0.2, 0.7, 0.4, 0.9], y_pred=[1, 1, 1])
+    with pytest.raises(MagnbError, match="y_true has class 3, y_prob only 3"):
+        classification_metrics([0, 1, 3], np.full((3, 3), 0.5), y_pred=[0, 1, 1])
+    with pytest.raises(MagnbError, match="y_prob has 1 NaN or infinite values"):
+        classification_metrics([0, 1], [0.5, np.inf])
+    with pytest.raises(MagnbError, match=r"y_prob has shape \(3,\), but there are 2 true labels"):
+        classification_metrics([0, 1], [0.5, 0.5, 0.5])
+
+
+def test_regression_metrics_by_value() -> None:
+    out = regression_metrics([1.0, 2.0, 4.0], [[2.0], [2.0], [1.0]], n_boot=50)
+    assert out["n"] == 3 and out["mae"] == pytest.approx(4 / 3)
+    assert out["rmse"] == pytest.approx(np.sqrt(10 / 3))
+    assert out["r2"] == pytest.approx(1 - 10 / (14 / 3))
+    assert out["notes"] == [] and set(out["ci95"]) == {"mae", "rmse", "r2"}
+    flat = regression_metrics([2.0, 2.0], [1.0, 3.0], n_boot=50)
+    assert flat["r2"] is None and flat["ci95"]["r2"] is None
+    assert flat["notes"] == ["R^2 undefined: y_true is constant"]
+    with pytest.raises(MagnbError, match="y_pred has 1 NaN or infinite values"):
+        regression_metrics([1.0, 2.0], [1.0, np.nan])
+    with pytest.raises(MagnbError, match="y_true has 1 NaN or infinite values"):
+        regression_metrics([np.inf, 2.0], [1.0, 1.0])
+    with pytest.raises(MagnbError, match="y_true is empty: no samples to score"):
+        regression_metrics([], [])
+    with pytest.raises(MagnbError, match=r"y_pred has shape \(1,\), but there are 2 true values"):
+        regression_metrics([1.0, 2.0], [1.0])
