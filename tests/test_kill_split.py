@@ -63,7 +63,16 @@ def test_one_block_for_a_spin_polarized_run() -> None:
     )
 
 
-@pytest.mark.parametrize("spin", ["collinear", "noncollinear"])
-def test_magnetization_block_for_a_run_without_spin(spin: str) -> None:
-    reason = _refusal(_density(spin), Moments(ispin=1))
+def test_magnetization_block_for_a_run_without_spin() -> None:
+    reason = _refusal(_density("collinear"), Moments(ispin=1))
     assert reason == "has a magnetization block but the OUTCAR says ISPIN = 1: mixed-up files?"
+
+
+def test_four_blocks_for_a_run_that_is_not_noncollinear() -> None:
+    # VASP prints ISPIN = 1 for a non-collinear run too: only LNONCOLLINEAR tells them apart
+    reason = _refusal(_density("noncollinear"), Moments(ispin=1))
+    assert reason == (
+        "has four grid blocks (non-collinear) but OUTCAR/OSZICAR/vasprun.xml does not say "
+        "LNONCOLLINEAR = T: mixed-up files?"
+    )
+    check_consistency(_density("noncollinear"), Moments(ispin=1, noncollinear=True), Path("run"))

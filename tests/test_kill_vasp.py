@@ -268,14 +268,15 @@ def test_the_last_site_table_wins_and_a_broken_one_keeps_the_one_before(tmp_path
 
 def test_vasprun_fills_in_only_what_the_outcar_lacks(tmp_path: Path, vasp_dir: Path) -> None:
     shutil.copyfile(vasp_dir / "nitric_oxide/polarized/vasprun.xml", tmp_path / "vasprun.xml")
-    # an OUTCAR of ISPIN = 1 (no moment): vasprun.xml gives the moment, the OUTCAR the rest
+    # an OUTCAR of ISPIN = 1, collinear (no moment): vasprun.xml gives the moment, the OUTCAR
+    # the rest (a non-collinear OUTCAR also says ISPIN = 1, but its magnetization line counts)
     text = (
         "   number of dos      NEDOS =    301   number of ions     NIONS =      3\n"
         "   ISPIN  =      1    spin polarized calculation?\n"
-        "   LNONCOLLINEAR =      T non collinear calculations\n"
+        "   LNONCOLLINEAR =      F non collinear calculations\n"
         " number of electron      13.0000000 magnetization       0.0000000\n"
     )
     _write(tmp_path, "OUTCAR", text)
     m = read_moments(tmp_path)
     assert (m.source, m.total) == ("vasprun.xml", pytest.approx(1.0, abs=1e-6))
-    assert (m.ispin, m.nelect, m.natoms, m.noncollinear) == (1, 13.0, 3, True)
+    assert (m.ispin, m.nelect, m.natoms, m.noncollinear) == (1, 13.0, 3, False)
