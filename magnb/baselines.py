@@ -138,6 +138,9 @@ def classification_metrics(
     if not np.isfinite(prob).all():
         raise MagnbError(f"y_prob has {int((~np.isfinite(prob)).sum())} NaN or infinite values")
     k = 2 if prob.ndim == 1 else max(prob.shape[1], 2)
+    if len(truth) and int(truth.max()) >= k:  # before two columns become one binary score
+        given = "a binary score" if prob.ndim == 1 else f"{prob.shape[1]} class columns"
+        raise MagnbError(f"y_true has class {int(truth.max())}, but y_prob is {given}")
     if prob.ndim == 2 and prob.shape[1] == 2:
         prob, k = prob[:, 1], 2  # binary given as two columns: the score of class 1
     if y_pred is not None:
@@ -148,9 +151,7 @@ def classification_metrics(
         pred = (prob > 0.5).astype(np.int64)
     else:
         pred = prob.argmax(axis=1).astype(np.int64)
-    k = max(k, int(truth.max()) + 1, int(pred.max()) + 1)
-    if prob.ndim == 2 and int(truth.max()) >= prob.shape[1]:
-        raise MagnbError(f"y_true has class {int(truth.max())}, y_prob only {prob.shape[1]}")
+    k = max(k, int(pred.max()) + 1)
 
     cm = np.zeros((k, k), dtype=np.int64)
     np.add.at(cm, (truth, pred), 1)

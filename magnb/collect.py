@@ -198,7 +198,8 @@ def _walk(root: Path) -> tuple[list[_Entry], list[_Entry]]:
     read (as entries with a problem).
 
     Symlinks (to files or folders) are followed only while they stay inside the tree; a folder
-    reached twice (a symlink loop) is walked once. Hidden entries (``.*``) are skipped.
+    reached twice (a symlink loop) is walked once. Hidden folders (``.*``) are skipped; hidden
+    files are listed (the layout decides whether they match).
     """
     root_real = Path(os.path.realpath(root))
     files: list[_Entry] = []

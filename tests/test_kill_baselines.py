@@ -200,8 +200,14 @@ def test_classification_metrics_two_columns_and_explicit_predictions() -> None:
     assert explicit["roc_auc"] == pytest.approx(1.0)  # from the scores, not the predictions
     with pytest.raises(MagnbError, match="y_pred has 3 labels, y_true 4"):
         classification_metrics([0, 1, 1, 1], [0.2, 0.7, 0.4, 0.9], y_pred=[1, 1, 1])
-    with pytest.raises(MagnbError, match="y_true has class 3, y_prob only 3"):
+    with pytest.raises(MagnbError, match="y_true has class 3, but y_prob is 3 class columns"):
         classification_metrics([0, 1, 3], np.full((3, 3), 0.5), y_pred=[0, 1, 1])
+    # two columns become one binary score: a third true class is the caller's error, named as
+    # such (it was scikit-learn's ValueError from roc_auc_score)
+    with pytest.raises(MagnbError, match="y_true has class 2, but y_prob is 2 class columns"):
+        classification_metrics([0, 1, 2], np.full((3, 2), 0.5))
+    with pytest.raises(MagnbError, match="y_true has class 2, but y_prob is a binary score"):
+        classification_metrics([0, 1, 2], [0.2, 0.7, 0.4], y_pred=[0, 1, 1])
     with pytest.raises(MagnbError, match="y_prob has 1 NaN or infinite values"):
         classification_metrics([0, 1], [0.5, np.inf])
     with pytest.raises(MagnbError, match=r"y_prob has shape \(3,\), but there are 2 true labels"):
