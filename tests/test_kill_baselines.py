@@ -14,6 +14,7 @@ from magnb.baselines import (
     majority_baseline,
     physics_baseline,
     regression_metrics,
+    split_size_warning,
 )
 from magnb.errors import MagnbError
 
@@ -231,3 +232,42 @@ def test_regression_metrics_by_value() -> None:
         regression_metrics([], [])
     with pytest.raises(MagnbError, match=r"y_pred has shape \(1,\), but there are 2 true values"):
         regression_metrics([1.0, 2.0], [1.0])
+
+
+def test_physics_order_pattern_scores_test_rows_per_magnetic_atom_like_train() -> None:
+    # four magnetic atoms a cell: the cut (1.25 muB per atom) is fitted on per-atom moments, so
+    # the test rows must be scored per atom too; a stripe cell of 4 muB in all (1 per atom) is
+    # below the cut, though its total is above it
+    train = pd.DataFrame(
+        {
+            "calc_id": [f"t{i}" for i in range(5)],
+            "status": "ok",
+            "order_pattern": ["FM", "FM", "stripe", "stripe", "Neel"],
+            "n_magnetic": [4] * 5,
+            "moment_integral": [12.0, 8.0, 0.0, 1.0, 2.0],
+        }
+    )
+    test = train.assign(order_pattern=["stripe", "FM", "stripe", "FM", "Neel"])
+    test["moment_integral"] = [4.0, 8.0, 0.4, 16.0, 1.2]
+    out = physics_baseline(train, test, "order_pattern", threshold=4.0)
+    assert out["cut"] == 1.25
+    cm = np.array(out["confusion_matrix"])  # classes FM, Neel, zigzag, stripe
+    assert cm[0].tolist() == [2, 0, 0, 0]  # both FM rows: 2 and 4 muB per atom
+    assert cm[3].tolist() == [0, 0, 0, 2]  # both stripe rows, 1.0 and 0.1 per atom
+    assert cm[1].tolist() == [0, 0, 0, 1]  # Neel: 0.3 per atom, the training's other pattern
+    # no FM in training: every test row is the training's most common other pattern
+    no_fm = physics_baseline(train.iloc[2:], test, "order_pattern", threshold=4.0)
+    assert no_fm["cut"] is None
+    assert np.array(no_fm["confusion_matrix"])[:, 3].sum() == 5
+
+
+def test_split_size_warning_names_every_class_absent_ones_included() -> None:
+    # order_pattern: FM, Neel, zigzag, stripe; the test split holds no stripe at all
+    warning = split_size_warning(np.array([0, 0, 1, 2]), "order_pattern")
+    assert warning.startswith("small test split: n = 4 (FM: 2, Neel: 1, zigzag: 1, stripe: 0);")
+    moment = split_size_warning(np.array([1, 1, 0]), "moment_class")
+    assert moment.startswith("small test split: n = 3 (|m| <= threshold: 1, |m| > threshold: 2);")
+    assert split_size_warning(np.array([0.5] * 3), "moment").startswith(
+        "small test split: n = 3 (< 20)"
+    )
+    assert split_size_warning(np.repeat([0, 1], 10), "order") is None
