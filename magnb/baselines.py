@@ -217,7 +217,8 @@ def regression_metrics(
     err = pred - truth
     ss_tot = float(((truth - truth.mean()) ** 2).sum())
     notes: list[str] = []
-    if ss_tot > 0:
+    # constant is max == min: (0.2 - mean([0.2] * 3))^2 is 1e-33, not 0, and gave R^2 = -9e30
+    if truth.max() > truth.min():
         r2: float | None = 1.0 - float((err**2).sum()) / ss_tot
     else:
         r2 = None

@@ -169,8 +169,9 @@ def regression_intervals(
     idx = stratified_indices(np.zeros(len(truth)), n_boot, seed)
     t, e = truth[idx], pred[idx] - truth[idx]
     ss_tot = ((t - t.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    varies = t.max(axis=1) > t.min(axis=1)  # not ss_tot > 0: rounding leaves 1e-33 for a constant
     with np.errstate(invalid="ignore", divide="ignore"):
-        r2 = np.where(ss_tot > 0, 1.0 - (e**2).sum(axis=1) / ss_tot, np.nan)
+        r2 = np.where(varies, 1.0 - (e**2).sum(axis=1) / ss_tot, np.nan)
     return {
         "mae": _percentiles(np.abs(e).mean(axis=1)),
         "rmse": _percentiles(np.sqrt((e**2).mean(axis=1))),

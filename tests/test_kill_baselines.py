@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from magnb.baselines import (
+    _fmt_ci,
     _integral,
     best_cut,
     classification_metrics,
@@ -17,6 +18,7 @@ from magnb.baselines import (
     split_size_warning,
 )
 from magnb.errors import MagnbError
+from magnb.intervals import INTERVAL_METHODS, regression_intervals
 
 
 def test_best_cut_by_value() -> None:
@@ -271,3 +273,39 @@ def test_split_size_warning_names_every_class_absent_ones_included() -> None:
         "small test split: n = 3 (< 20)"
     )
     assert split_size_warning(np.repeat([0, 1], 10), "order") is None
+
+
+def test_regression_metrics_of_small_values_by_value() -> None:
+    # moments per atom of a few tenths: the spread is far below 1, R^2 is still defined
+    truth = np.array([0.1, 0.2, 0.4, 0.3, 0.0, 0.5])
+    pred = np.array([0.15, 0.1, 0.35, 0.3, 0.1, 0.45])
+    out = regression_metrics(truth, pred, n_boot=200, seed=3)
+    err = pred - truth
+    r2 = 1 - (err**2).sum() / ((truth - truth.mean()) ** 2).sum()
+    assert out["r2"] == pytest.approx(r2) and out["notes"] == []
+    assert out["mae"] == pytest.approx(np.abs(err).mean())
+    assert out["rmse"] == pytest.approx(np.sqrt((err**2).mean()))
+    # the intervals are the seeded bootstrap asked for: n_boot and seed reach it
+    assert out["ci95"] == regression_intervals(truth, pred, 200, 3)
+    assert out["ci95"] != regression_intervals(truth, pred, 200, 4)
+    assert out["ci95_methods"] == {m: INTERVAL_METHODS[m] for m in ("mae", "rmse", "r2")}
+    assert regression_metrics(truth, pred)["ci95"] == regression_intervals(truth, pred)
+    constant = regression_metrics([0.2, 0.2, 0.2], [0.1, 0.2, 0.3], n_boot=50)
+    assert constant["r2"] is None and constant["ci95"]["r2"] is None
+    assert constant["ci95"]["mae"] is not None
+    assert constant["notes"] == ["R^2 undefined: y_true is constant"]
+    with pytest.raises(MagnbError, match="^y_true is empty: no samples to score$"):
+        regression_metrics([], [])
+
+
+def test_r2_interval_leaves_out_resamples_of_one_value() -> None:
+    # two distinct truths of 0.2 and 0.1: many resamples of 3 hold one value only, whose float
+    # spread is 1e-33 rather than 0; they must be left out, not give R^2 of -1e30
+    ci = regression_intervals(np.array([0.2, 0.2, 0.1]), np.array([0.1, 0.2, 0.3]), 200, 0)
+    assert ci["r2"] is not None and ci["r2"][0] > -100
+
+
+def test_a_value_prints_with_its_interval_low_then_high() -> None:
+    assert _fmt_ci(0.85, [0.62, 0.97]) == "0.850 [0.62, 0.97]"
+    assert _fmt_ci(0.85, [None, 0.97]) == _fmt_ci(0.85, None) == "0.850"
+    assert _fmt_ci(None, [0.1, 0.2]) == "n/a"
