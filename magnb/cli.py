@@ -85,8 +85,16 @@ def cmd_collect(args: argparse.Namespace) -> int:
     print(result.summary())
     manifest = result.manifest
     if len(manifest) == 0:
+        from magnb.collect import suggest_layout
+
+        hint = suggest_layout(Path(args.source))
+        where = f"in {args.source}" + (
+            f"; CHGCARs lie elsewhere: try --layout {hint!r}"
+            if hint and hint != args.layout
+            else ""
+        )
         raise NothingUsableError(
-            "collect", f"calculation matching --layout {args.layout!r}", 0, f"in {args.source}", 0
+            "collect", f"calculation matching --layout {args.layout!r}", 0, where, 0
         )
     if (manifest["status"] == "failed").all():
         raise nothing_usable(

@@ -131,6 +131,24 @@ def layout_regex(layout: str) -> re.Pattern[str]:
     return re.compile("^" + "".join(out) + "$")
 
 
+def suggest_layout(source: Path, limit: int = 20000) -> str | None:
+    """A layout that would match the first CHGCAR under ``source`` (hidden folders skipped, at
+    most ``limit`` entries looked at): its two innermost folders as ``{formula}/{run}``, any
+    above as ``*``. For the message of a collect that matched nothing; None if none is found."""
+    seen = 0
+    for folder, dirs, files in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("CHGCAR"):
+                depth = len(Path(folder).relative_to(source).parts)
+                fields = ["{formula}", "{run}"][: min(depth, 2)]
+                return "/".join(["*"] * max(depth - 2, 0) + fields + ["CHGCAR*"])
+        seen += len(dirs) + len(files)
+        if seen > limit:
+            return None
+    return None
+
+
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: a path component that can stand in a calc id as it is: no leading dot, no '_' at either end
 #: and no '__' inside (so joining components with '__' can be undone, and ids cannot collide)

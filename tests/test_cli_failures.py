@@ -94,6 +94,15 @@ def test_collect_and_split_that_leave_nothing_exit_non_zero(tmp_path, vasp_dir):
     done = magnb("collect", str(tree), str(tmp_path / "b"), "--layout", "{formula}/x/CHGCAR")
     assert done.returncode == EXIT_NOTHING_USABLE
     assert "no calculation matching --layout '{formula}/x/CHGCAR'" in done.stderr
+    # a tree one folder deeper than the layout: the message names the layout that matches
+    deep = tmp_path / "deep"
+    (deep / "batch-1" / "Fe" / "crashed").mkdir(parents=True)
+    shutil.copyfile(vasp_dir / "fe_bcc/CHGCAR_empty", deep / "batch-1/Fe/crashed/CHGCAR")
+    done = magnb("collect", str(deep), str(tmp_path / "c"))
+    assert done.returncode == EXIT_NOTHING_USABLE
+    assert "CHGCARs lie elsewhere: try --layout '*/{formula}/{run}/CHGCAR*'" in done.stderr
+    done = magnb("collect", str(deep), str(tmp_path / "d"), "--layout", "*/{formula}/{run}/CHGCAR*")
+    assert "1 of 1 calculations failed" in done.stderr  # matched (and failed: it is empty)
     # a CHGCAR whose header reads but whose data is cut: collect takes it, split fails it
     cut = tmp_path / "cut"
     (cut / "NO" / "polarized").mkdir(parents=True)
