@@ -403,3 +403,54 @@ def test_task_for_labels():
     assert task_for("moment") == task_for("moment_per_magnetic_atom") == "regression"
     with pytest.raises(MagnbError, match="label"):
         evaluate_all(Path("/nonexistent"), "colour")
+
+
+def test_evaluate_all_k_fold_rows_train_on_their_own_rows(tiny):
+    # rows=(train, test) are positions among the usable rows (status ok, in table order): the
+    # training rows here are mostly AFM, the test rows mostly FM, so a majority, physics cut or
+    # descriptor fitted on the wrong rows scores differently
+    data, table = tiny
+    usable = table[table["status"] == "ok"].reset_index(drop=True)
+    has_order = usable["order"] != ""
+    afm = np.flatnonzero(has_order & (usable["order"] == "AFM"))
+    fm = np.flatnonzero(has_order & (usable["order"] == "FM"))
+    train_rows = np.sort(np.concatenate([afm[:-3], fm[:3]]))
+    test_rows = np.sort(np.concatenate([afm[-3:], fm[3:13]]))
+    res = evaluate_all(data, "order", rows=(train_rows, test_rows), split="fold 0")
+    y_train = (usable["order"][train_rows] == "FM").astype(int)
+    y_test = (usable["order"][test_rows] == "FM").astype(int).to_numpy()
+    assert y_train.mean() < 0.5 < y_test.mean()  # the premise
+    majority = res["majority"]
+    assert majority["prediction"] == 0 and majority["accuracy"] == pytest.approx(3 / 13)
+    for entry in res.values():
+        assert entry["n_train"] == len(train_rows) and entry["n"] == 13
+        assert entry["split"] == "fold 0"
+    # the physics cut: midway between the largest training AFM and smallest training FM |m|/atom
+    per_atom = np.abs(usable["moment_integral"] / usable["n_magnetic"])
+    tr = per_atom[train_rows].to_numpy()
+    cut = (tr[y_train.to_numpy() == 0].max() + tr[y_train.to_numpy() == 1].min()) / 2
+    assert res["physics"]["cut"] == pytest.approx(cut)
+    # the descriptor is fitted on the training rows and scored on the test rows
+    assert res["descriptor"]["n"] == 13
+    assert sum(res["descriptor"]["class_counts"].values()) == 13
+    assert res["descriptor"]["class_counts"] == {"0": 3, "1": 10}
+
+
+def test_evaluate_all_regression_majority_is_the_training_mean(tiny):
+    data, table = tiny
+    res = evaluate_all(data, "moment")
+    train = table[(table["split"] == "train") & (table["status"] == "ok")]
+    assert res["majority"]["prediction"] == pytest.approx(train["moment"].mean())
+    assert res["majority"]["n_train"] == 35
+
+
+def test_evaluate_all_uses_a_given_threshold_and_needs_none_for_order(tiny, tmp_path):
+    data, table = tiny
+    given = evaluate_all(data, "moment_class", threshold=2.0)
+    assert given["physics"]["threshold"] == 2.0  # not the dataset's 4.0
+    # a dataset that records no threshold still has order baselines
+    with h5py.File(data / "dataset.h5", "a") as f:
+        f.attrs["config"] = yaml.safe_dump({"channels": ["m+", "m-"]})
+    assert evaluate_all(data, "order")["majority"]["prediction"] == 1
+    with pytest.raises(MagnbError, match="records no threshold"):
+        evaluate_all(data, "moment_class")

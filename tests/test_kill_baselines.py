@@ -12,6 +12,7 @@ from magnb.baselines import (
     _integral,
     best_cut,
     classification_metrics,
+    format_table,
     majority_baseline,
     physics_baseline,
     regression_metrics,
@@ -309,3 +310,128 @@ def test_a_value_prints_with_its_interval_low_then_high() -> None:
     assert _fmt_ci(0.85, [0.62, 0.97]) == "0.850 [0.62, 0.97]"
     assert _fmt_ci(0.85, [None, 0.97]) == _fmt_ci(0.85, None) == "0.850"
     assert _fmt_ci(None, [0.1, 0.2]) == "n/a"
+
+
+def test_format_table_whole_text_classification() -> None:
+    # methods out of order, one extra method, a missing value, no interval on one row, an
+    # "understates" note and two warnings (one repeated): the whole text, written by hand
+    metrics = {
+        "descriptor": {"n": 4, "accuracy": 0.5, "balanced_accuracy": None, "roc_auc": 0.75},
+        "extra": {"n": 4, "accuracy": 1.0, "balanced_accuracy": 1.0, "roc_auc": float("nan")},
+        "model": {
+            "n": 4,
+            "accuracy": 0.75,
+            "balanced_accuracy": 0.8333,
+            "roc_auc": 0.9,
+            "ci95": {"accuracy": [0.194, 0.9937], "balanced_accuracy": [0.5, 1.0]},
+            "notes": ["the interval understates it"],
+            "small_sample_warning": "b warns",
+        },
+        "majority": {"accuracy": 0.25, "small_sample_warning": "a warns"},
+        "physics": {"n": 4, "accuracy": 0.5, "small_sample_warning": "b warns"},
+    }
+    assert format_table(metrics) == (
+        "| method | n | accuracy | balanced accuracy | ROC-AUC |\n"
+        "|---|---|---|---|---|\n"
+        "| model | 4 | 0.750 [0.19, 0.99] | 0.833 [0.50, 1.00] | 0.900 |\n"
+        "| majority | n/a | 0.250 | n/a | n/a |\n"
+        "| physics | 4 | 0.500 | n/a | n/a |\n"
+        "| descriptor | 4 | 0.500 | n/a | 0.750 |\n"
+        "| extra | 4 | 1.000 | 1.000 | n/a |\n"
+        "\n[95 % intervals: accuracy exact binomial; balanced accuracy and ROC-AUC stratified "
+        "bootstrap over the test samples; n = test samples]\n"
+        "[an interval [x, x] of balanced accuracy: every class all right or all wrong, which "
+        "the bootstrap cannot vary; the accuracy's exact interval gives the width]\n"
+        "warning: a warns\n"
+        "warning: b warns"
+    )
+
+
+def test_format_table_whole_text_regression() -> None:
+    metrics = {
+        "model": {"n": 3, "mae": 0.5, "rmse": 0.75, "r2": -0.25, "ci95": {"mae": [0.1, 0.9]}},
+        "majority": {"n": 3, "mae": 1.0, "rmse": 1.25, "r2": None, "notes": ["other"]},
+    }
+    assert format_table(metrics) == (
+        "| method | n | MAE | RMSE | R^2 |\n"
+        "|---|---|---|---|---|\n"
+        "| model | 3 | 0.500 [0.10, 0.90] | 0.750 | -0.250 |\n"
+        "| majority | 3 | 1.000 | 1.250 | n/a |\n"
+        "\n[95 % intervals: bootstrap over the test samples; n = test samples]"
+    )
+    # no interval anywhere: no line about intervals, and no warning line
+    assert format_table({"majority": metrics["majority"]}) == (
+        "| method | n | MAE | RMSE | R^2 |\n|---|---|---|---|---|\n| majority | 3 | 1.000 | 1.250 | n/a |"
+    )
+    with pytest.raises(MagnbError, match="^no metrics to tabulate$"):
+        format_table({})
+
+
+def test_regression_metrics_take_object_columns_and_a_column_of_truths() -> None:
+    # pandas gives object columns (a label column that once held None); a (n, 1) truth is a column
+    truth = pd.Series([1.0, 2.0, 4.0], dtype=object)
+    pred = pd.Series([1.5, 2.0, 3.0], dtype=object)
+    for t, p in ((truth, pred), (np.array([[1.0], [2.0], [4.0]]), [1.5, 2.0, 3.0])):
+        out = regression_metrics(t, p, n_boot=20)
+        assert out["n"] == 3 and out["mae"] == pytest.approx(0.5)
+        assert out["rmse"] == pytest.approx(np.sqrt((0.25 + 0 + 1) / 3))
+        # mean 7/3: squared deviations 16/9, 1/9, 25/9
+        assert out["r2"] == pytest.approx(1 - 1.25 / (42 / 9), rel=1e-12)
+
+
+def _order_pattern_tables(test_integrals: list[float], test_patterns: list[str]):
+    train = pd.DataFrame(
+        {
+            "calc_id": [f"t{i}" for i in range(5)],
+            "status": "ok",
+            "order_pattern": ["FM", "FM", "stripe", "stripe", "Neel"],
+            "n_magnetic": 1,
+            "moment_integral": [3.0, 2.0, 0.0, 0.25, 0.5],  # cut 1.25, the other pattern stripe
+        }
+    )
+    test = pd.DataFrame(
+        {
+            "calc_id": [f"s{i}" for i in range(len(test_patterns))],
+            "status": "ok",
+            "order_pattern": test_patterns,
+            "n_magnetic": 1,
+            "moment_integral": test_integrals,
+        }
+    )
+    return train, test
+
+
+def test_physics_order_pattern_at_the_cut_and_with_one_training_row() -> None:
+    # a test cell exactly at the cut is not FM ("FM iff > cut"), though its probability is 1/2
+    train, test = _order_pattern_tables([1.25, 1.3, 1.2], ["FM", "FM", "stripe"])
+    out = physics_baseline(train, test, "order_pattern", threshold=4.0)
+    assert out["cut"] == 1.25
+    assert np.array(out["confusion_matrix"])[0].tolist() == [1, 0, 0, 1]
+    # one training row, not FM: no cut; every test row is that pattern
+    one = physics_baseline(train.iloc[2:3], test, "order_pattern", threshold=4.0)
+    assert one["cut"] is None
+    assert np.array(one["confusion_matrix"])[:, 3].tolist() == [2, 0, 0, 1]
+    with pytest.raises(MagnbError, match="^the training table has no rows with an order pattern$"):
+        physics_baseline(train.assign(order_pattern=""), test, "order_pattern", 4.0)
+
+
+def test_physics_order_pattern_roc_auc_from_its_soft_probability() -> None:
+    # FM probability expit((|m| - cut) / 0.1): 10 and 9 muB are both 1.0 in float64 (a tie),
+    # so ROC-AUC depends on the softness; every class present so the ROC-AUC is defined
+    from scipy.special import expit
+    from sklearn.metrics import roc_auc_score
+
+    integrals = [10.0, 9.0, 1.0, 0.5, 1.4, 1.1]
+    patterns = ["FM", "stripe", "Neel", "zigzag", "FM", "stripe"]
+    train, test = _order_pattern_tables(integrals, patterns)
+    out = physics_baseline(train, test, "order_pattern", threshold=4.0)
+    p_fm = expit((np.array(integrals) - 1.25) / 0.1)
+    prob = np.zeros((6, 4))
+    prob[:, 0], prob[:, 3] = p_fm, 1 - p_fm  # FM, stripe
+    y = np.array([0, 3, 1, 2, 0, 3])
+    expected = roc_auc_score(y, prob, multi_class="ovr", labels=[0, 1, 2, 3])
+    assert out["roc_auc"] == pytest.approx(expected, abs=1e-12)
+    # the same rows with the softness 100 times less sharp give another value
+    p_soft = expit((np.array(integrals) - 1.25) * 0.1)
+    prob[:, 0], prob[:, 3] = p_soft, 1 - p_soft
+    assert roc_auc_score(y, prob, multi_class="ovr", labels=[0, 1, 2, 3]) != pytest.approx(expected)
