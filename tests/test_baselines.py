@@ -448,9 +448,35 @@ def test_evaluate_all_uses_a_given_threshold_and_needs_none_for_order(tiny, tmp_
     data, table = tiny
     given = evaluate_all(data, "moment_class", threshold=2.0)
     assert given["physics"]["threshold"] == 2.0  # not the dataset's 4.0
+    assert evaluate_all(data, "moment_class", threshold=0.0)["physics"]["threshold"] == 0.0
     # a dataset that records no threshold still has order baselines
     with h5py.File(data / "dataset.h5", "a") as f:
         f.attrs["config"] = yaml.safe_dump({"channels": ["m+", "m-"]})
     assert evaluate_all(data, "order")["majority"]["prediction"] == 1
     with pytest.raises(MagnbError, match="records no threshold"):
         evaluate_all(data, "moment_class")
+
+
+def test_evaluate_all_entries_name_their_method_and_keep_their_own_notes(tiny):
+    data, table = tiny
+    test_rows = table[(table["split"] == "test") & (table["order"] != "")]
+    y_test = (test_rows["order"] == "FM").to_numpy().astype(int)
+    res = evaluate_all(data, "order", model_prob_or_pred=np.where(y_test == 1, 0.8, 0.3))
+    assert res["model"]["method"] == "model"
+    # the model is right on every sample: classification_metrics' own note stays in its entry
+    assert any(note.startswith("every class's recall is 0 or 1") for note in res["model"]["notes"])
+    n_afm, n_fm = int((y_test == 0).sum()), int((y_test == 1).sum())
+    assert res["model"]["small_sample_warning"] == (
+        f"small test split: n = {n_afm + n_fm} (AFM: {n_afm}, FM: {n_fm}); under 10 samples of "
+        "a class the metrics resolve little and a bootstrap of so few samples understates the "
+        "intervals"
+    )
+    test = table[(table["split"] == "test") & (table["status"] == "ok")]
+    reg = evaluate_all(data, "moment", model_prob_or_pred=test["moment"].to_numpy() + 0.5)
+    assert reg["model"]["method"] == "model" and reg["model"]["mae"] == pytest.approx(0.5)
+    with pytest.raises(MagnbError) as err:
+        evaluate_all(data, "order", model_prob_or_pred=y_test[:-1])
+    assert str(err.value) == (
+        f"{len(y_test) - 1} model outputs for {len(y_test)} 'test' samples with a 'order' label "
+        "(predict on DensityDataset(split='test', shuffle=False))"
+    )
