@@ -97,13 +97,13 @@ def test_a_new_run_keeps_the_best_epoch_and_writes_every_row(tmp_path: Path) -> 
     assert files.best == 0.25
     # one row per epoch, the logs' keys sorted after the epoch
     assert (tmp_path / "history.csv").read_text() == (
-        "epoch,accuracy,loss,val_loss\n"
-        "0,0.25,0.9,0.5\n"
-        "1,0.5,0.8,0.5\n"
-        "2,0.5,0.7,\n"
-        "3,0.75,0.6,\n"
-        "4,1.0,0.5,0.25\n"
-        "5,1.0,0.4,0.375\n"
+        "epoch,accuracy,learning_rate,loss,val_loss\n"
+        "0,0.25,0.5,0.9,0.5\n"
+        "1,0.5,0.5,0.8,0.5\n"
+        "2,0.5,0.5,0.7,\n"
+        "3,0.75,0.5,0.6,\n"
+        "4,1.0,0.5,0.5,0.25\n"
+        "5,1.0,0.5,0.4,0.375\n"
     )
     # the generators' states of the last two epochs are kept, older ones removed
     assert _rng_files(tmp_path) == ["epoch-4.npz", "epoch-5.npz"]
@@ -196,7 +196,9 @@ def test_a_resumed_run_keeps_the_rows_the_backup_holds(tmp_path: Path) -> None:
     files.on_epoch_end(4, {"loss": 0.6, "val_loss": 0.2})
     assert _saved_mark(tmp_path) == 3.5
     assert (tmp_path / "history.csv").read_text() == (
-        "epoch,loss,val_loss\n0,0.9,0.7\n1,0.85,0.65\n2,0.7,0.3\n3,0.65,0.35\n4,0.6,0.2\n"
+        # rows of an older magnb without the learning rate keep theirs empty
+        "epoch,loss,val_loss,learning_rate\n"
+        "0,0.9,0.7,\n1,0.85,0.65,\n2,0.7,0.3,\n3,0.65,0.35,0.5\n4,0.6,0.2,0.5\n"
     )
 
 
@@ -214,7 +216,9 @@ def test_a_new_run_keeps_no_old_row(tmp_path: Path) -> None:
     files.on_epoch_begin(0)
     assert files.rows == [] and files.best == float("inf")
     files.on_epoch_end(0, {"loss": 2.0, "val_loss": 1.5})
-    assert (tmp_path / "history.csv").read_text() == "epoch,loss,val_loss\n0,2.0,1.5\n"
+    assert (
+        tmp_path / "history.csv"
+    ).read_text() == "epoch,learning_rate,loss,val_loss\n0,0.5,2.0,1.5\n"
 
 
 @pytest.mark.parametrize("text", [None, "", "epoch,loss\n0,0.9\n1,0.8\n"])
@@ -280,3 +284,41 @@ def test_save_model_writes_a_loadable_keras_file(tmp_path: Path) -> None:
 def _saved_mark_at(path: Path) -> float:
     saved = keras.saving.load_model(path, safe_mode=True)
     return float(np.asarray(_dense(saved).kernel)[0, 0])
+
+
+def _epoch(callbacks: list, epoch: int, val_loss: float) -> None:
+    """One epoch's end as fit's CallbackList runs it: the callbacks in order, one logs dict."""
+    logs = {"loss": 1.0, "val_loss": val_loss}
+    for callback in callbacks:
+        callback.on_epoch_end(epoch, logs)
+
+
+def test_reduce_lr_on_plateau_is_replayed_to_where_it_was(tmp_path: Path) -> None:
+    """ReduceLROnPlateau(patience=2) over VAL halves the learning rate at the ends of epochs 3
+    and 5 (0.5, 0.25, 0.125) and has waited 0 epochs since. A run stopped after epoch 5 and
+    resumed (the optimizer's 0.125 back from the backup) is where the uninterrupted run is:
+    epoch 6 without progress waits 1, and reduces nothing. The epochs' learning rates are
+    recorded in history.csv (Keras' logs hold none when RunFiles reads them), or the replay
+    would see no rate to reduce and wait 4."""
+    model = _model(0.5)
+    plateau = keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=2)
+    plateau.set_model(model)
+    first = _files(tmp_path, model, replay=[plateau])
+    for epoch, value in enumerate(VAL):
+        first.on_epoch_begin(epoch)
+        _epoch([first, plateau], epoch, value)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert history["learning_rate"].tolist() == [0.5, 0.5, 0.5, 0.5, 0.25, 0.25]
+    assert float(model.optimizer.learning_rate) == 0.125 and plateau.wait == 0
+
+    again = _model(0.125)  # as BackupAndRestore gives it back
+    resumed = keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.5, patience=2)
+    resumed.set_model(again)
+    files = _files(tmp_path, again, replay=[resumed])
+    files.on_epoch_begin(6)
+    assert (resumed.best, resumed.wait, resumed.cooldown_counter) == (0.8, 0, 0)
+    assert float(again.optimizer.learning_rate) == 0.125  # the replay's halvings hit a stand-in
+    _epoch([files, resumed], 6, 0.9)
+    _epoch([first, plateau], 6, 0.9)  # the uninterrupted run
+    assert resumed.wait == plateau.wait == 1
+    assert float(again.optimizer.learning_rate) == float(model.optimizer.learning_rate) == 0.125
