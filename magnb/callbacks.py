@@ -81,7 +81,9 @@ class RunFiles(keras.callbacks.Callback):
             history = history[history["epoch"] < epoch].drop_duplicates("epoch", keep="last")
             rows = history.sort_values("epoch").to_dict("records")
         self.rows = rows
-        values = [r[self.monitor] for r in rows if self.monitor in r]
+        # as on_epoch_end keeps it: a NaN epoch is no best (min() would return a leading NaN,
+        # which no later value beats)
+        values = [v for r in rows if math.isfinite(v := r.get(self.monitor, math.nan))]
         self.best = min(values, default=math.inf)
         for callback in self.replay:
             _replay(callback, rows)

@@ -322,3 +322,17 @@ def test_reduce_lr_on_plateau_is_replayed_to_where_it_was(tmp_path: Path) -> Non
     _epoch([first, plateau], 6, 0.9)  # the uninterrupted run
     assert resumed.wait == plateau.wait == 1
     assert float(again.optimizer.learning_rate) == float(model.optimizer.learning_rate) == 0.125
+
+
+def test_a_resume_after_a_nan_first_epoch_still_checkpoints(tmp_path: Path) -> None:
+    """Epoch 0's val_loss was NaN (no checkpoint), epoch 1's 0.6 the best: a resumed run's best
+    is 0.6, and a later 0.5 is checkpointed as in the uninterrupted run (a NaN best would
+    refuse every later epoch)."""
+    (tmp_path / "history.csv").write_text("epoch,loss,val_loss\n0,0.9,\n1,0.8,0.6\n")
+    model = _model()
+    files = _files(tmp_path, model)
+    files.on_epoch_begin(2)
+    assert files.best == 0.6
+    _mark(model, 9.0)
+    files.on_epoch_end(2, {"loss": 0.7, "val_loss": 0.5})
+    assert _saved_mark(tmp_path) == 9.0
