@@ -141,6 +141,14 @@ def test_the_generator_states_are_saved_per_epoch_and_restored_on_resume(tmp_pat
     resumed = _files(tmp_path, again)
     resumed.on_epoch_begin(5)
     assert _seeds(again) == [[7, 0], [9, 1]]
+    # a resume at epoch 1 restores epoch 0's states
+    files.on_epoch_end(0, {"val_loss": 2.0})
+    with np.load(tmp_path / "backup" / "rng" / "epoch-0.npz") as saved:
+        epoch_0 = [saved["0"].tolist(), saved["1"].tolist()]
+    first = _model()
+    assert _seeds(first) != epoch_0
+    _files(tmp_path, first).on_epoch_begin(1)
+    assert _seeds(first) == epoch_0 == [[8, 5], [10, 6]]
     # a resume with no saved states (a backup of an older magnb) keeps fresh generators
     other = _model()
     before = _seeds(other)

@@ -56,6 +56,7 @@ def test_read_history_keeps_the_last_row_of_a_repeated_epoch(tmp_path: Path) -> 
     assert history["epoch"].tolist() == [0, 1, 2, 3]
     assert history["loss"].tolist() == [1.0, 0.9, 0.7, 0.6]  # epoch 2 as it was done again
     assert history.index.tolist() == [0, 1, 2, 3]
+    assert history.columns.tolist() == ["epoch", "loss"]  # the old index is not kept
 
 
 def test_read_history_of_no_or_an_empty_file_is_empty(tmp_path: Path) -> None:
@@ -177,4 +178,5 @@ def test_the_metrics_record_of_a_regression_and_of_a_fit_with_no_epoch_left(
     assert record["kernel_laplacian_energy"] is None
     assert record["train_samples_per_second"] == 2.5  # one pass over 10 samples in 4 s
     assert _record(run, seconds=0.0)["train_samples_per_second"] is None
+    assert _record(run, seconds=0.5, fit_epochs=2)["train_samples_per_second"] == 40.0
     assert _record(run, results={"model": {"small_sample_warning": None}})["warnings"] == []
