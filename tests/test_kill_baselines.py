@@ -435,3 +435,132 @@ def test_physics_order_pattern_roc_auc_from_its_soft_probability() -> None:
     p_soft = expit((np.array(integrals) - 1.25) * 0.1)
     prob[:, 0], prob[:, 3] = p_soft, 1 - p_soft
     assert roc_auc_score(y, prob, multi_class="ovr", labels=[0, 1, 2, 3]) != pytest.approx(expected)
+
+
+def test_majority_baseline_k_classes_from_train_and_test() -> None:
+    # the training majority (class 2) is a class the test split does not hold
+    out = majority_baseline([2, 2, 0], [0, 1, 1], "classification")
+    assert out["prediction"] == 2 and out["accuracy"] == 0.0
+    assert out["confusion_matrix"] == [[0, 0, 1], [0, 0, 2], [0, 0, 0]]
+    # the test split holds a class the training split never had
+    out = majority_baseline([1, 1, 0], [2, 1], "classification")
+    assert out["confusion_matrix"] == [[0, 0, 0], [0, 1, 0], [0, 1, 0]]
+    # one class everywhere: still a binary problem, predicted right
+    out = majority_baseline([0, 0], [0, 0, 0], "classification")
+    assert out["accuracy"] == 1.0 and out["confusion_matrix"] == [[3, 0], [0, 0]]
+    with pytest.raises(MagnbError, match=r"^y_train must hold class indices 0, 1, \.\.\.$"):
+        majority_baseline([0.5, 1], [1], "classification")
+    with pytest.raises(MagnbError, match=r"^y_test must hold class indices 0, 1, \.\.\.$"):
+        majority_baseline([1], [-1], "classification")
+
+
+def test_best_cut_ties_take_the_middle_of_the_best_cuts() -> None:
+    # cuts -1, 0.75, 1.75, 2.5, 4 score 0.5, 0.75, 0.5, 0.75, 0.5: the best are 0.75 and 2.5, and
+    # the later of two is taken; a "below everything" cut must not join them
+    assert best_cut(np.array([0.0, 1.5, 2.0, 3.0]), np.array([0, 1, 0, 1])) == (2.5, 0.75)
+
+
+def test_best_cut_is_exact_for_adjacent_floats() -> None:
+    # the midpoint of two adjacent floats rounds onto one of them; the rule "class 1 iff
+    # score > cut" at the returned cut must still give the returned balanced accuracy
+    a, b = 1.0, float(np.nextafter(1.0, 2.0))
+    for y in ([0, 1], [1, 0]):
+        score, labels = np.array([a, b]), np.array(y)
+        cut, ba = best_cut(score, labels)
+        pred = (score > cut).astype(int)
+        recall = [np.mean(pred[labels == c] == c) for c in (0, 1)]
+        assert ba == pytest.approx(np.mean(recall))
+    assert best_cut(np.array([a, b]), np.array([0, 1]))[1] == 1.0
+
+
+def test_best_cut_does_not_call_near_ties_ties() -> None:
+    # 100 001 scores, class 0 only at 0: cut 0.5 is perfect, 1.5 misses one of 100 000 (balanced
+    # accuracy 1 - 5e-6): not a tie, so the cut is 0.5
+    score = np.arange(100_001, dtype=np.float64)
+    y = np.ones(len(score), dtype=int)
+    y[0] = 0
+    assert best_cut(score, y) == (0.5, 1.0)
+
+
+def _descriptor(sample: np.ndarray) -> dict[str, float]:
+    from magnb.baselines import descriptor_feature_names, descriptor_features
+
+    x = np.asarray(sample, dtype=np.float64).reshape(1, -1, 1, 1, 1)
+    return dict(zip(descriptor_feature_names(1), descriptor_features(x)[0], strict=True))
+
+
+def test_descriptor_skew_and_signs_by_value() -> None:
+    # Bernoulli(1/4) values: skewness (1 - 2p) / sqrt(p (1 - p)) = 2 / sqrt(3), whatever the scale
+    for amplitude in (0.5, 3e-12):
+        assert _descriptor([0, 0, 0, amplitude])["c0:skew"] == pytest.approx(2 / np.sqrt(3))
+    # nearly constant relative to its mean: rounding noise, reported as no skew
+    assert _descriptor([1e6, 1e6, 1e6 + 3e-7])["c0:skew"] == 0.0
+    # zeros are neither positive nor negative; values in (0, 1) are positive
+    f = _descriptor([0.0, 0.5, -1.0, 0.0, 2.0])
+    assert f["c0:frac_pos"] == pytest.approx(0.4) and f["c0:frac_neg"] == pytest.approx(0.2)
+    # two samples, two channels: each one's own skew
+    from magnb.baselines import descriptor_features
+
+    x = np.zeros((2, 4, 1, 1, 2))
+    x[0, 3, 0, 0, 0] = 1.0  # Bernoulli(1/4): 2/sqrt(3)
+    x[0, :, 0, 0, 1] = [1, 1, 1, 0]  # Bernoulli(3/4): -2/sqrt(3)
+    x[1, :, 0, 0, 0] = [1, -1, 1, -1]  # symmetric: 0
+    x[1, :, 0, 0, 1] = [0, 0, 0, 5]
+    skew = descriptor_features(x)[:, [10, 23]]
+    np.testing.assert_allclose(skew, [[2 / np.sqrt(3), -2 / np.sqrt(3)], [0, 2 / np.sqrt(3)]])
+
+
+def test_descriptor_features_of_flat_and_tiny_samples_warn_nothing() -> None:
+    import warnings
+
+    from magnb.baselines import descriptor_features
+
+    tiny = np.zeros((1, 100, 100, 100, 1))
+    tiny[0, 0, 0, 0, 0] = 1e-105  # std**3 underflows to 0 while the third moment does not
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for x in (np.full((1, 2, 2, 2, 1), 3.0), tiny):
+            assert descriptor_features(x)[0, 10] == 0.0
+    with pytest.raises(
+        MagnbError, match=r"^samples must be \(N, X, Y, Z, C\), not shape \(3, 3\)$"
+    ):
+        descriptor_features(np.zeros((3, 3)))
+
+
+def test_descriptor_baseline_input_errors_by_message() -> None:
+    from magnb.baselines import descriptor_baseline
+
+    x = np.zeros((4, 3))
+    cases = [
+        (x, np.zeros((2, 2)), "feature arrays must be (n, F) alike, not (4, 3) and (2, 2)"),
+        (np.zeros(4), x, "feature arrays must be (n, F) alike, not (4,) and (4, 3)"),
+    ]
+    for train, test, message in cases:
+        with pytest.raises(MagnbError) as err:
+            descriptor_baseline(train, [0, 1, 0, 1], test, [0, 1], "classification")
+        assert str(err.value) == message
+    with pytest.raises(MagnbError) as err:
+        descriptor_baseline(x, [0, 1, 0], x, [0, 1, 0, 1], "classification")
+    assert str(err.value) == "4 training feature rows for 3 training labels"
+    with pytest.raises(MagnbError) as err:
+        descriptor_baseline(np.zeros((0, 3)), [], x, [0, 1, 0, 1], "classification")
+    assert str(err.value) == "0 training feature rows for 0 training labels"
+    # one training row is enough: it holds one class, which is predicted
+    one = descriptor_baseline(x[:1], [1], x, [0, 1, 1, 1], "classification")
+    assert one["predicted_counts"] == {"0": 0, "1": 4}
+
+
+def test_descriptor_ridge_standardizes_its_features_by_value() -> None:
+    # standardized features (population std), ridge alpha 1 with an intercept: solved by hand
+    from magnb.baselines import descriptor_baseline
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 2)) * np.array([1000.0, 0.01])
+    y = x[:, 0] / 1000 + 50 * x[:, 1] + rng.normal(0, 0.1, 12)
+    xtr, ytr, xte, yte = x[:8], y[:8], x[8:], y[8:]
+    mu, sd = xtr.mean(axis=0), xtr.std(axis=0)
+    z = (xtr - mu) / sd
+    w = np.linalg.solve(z.T @ z + np.eye(2), z.T @ (ytr - ytr.mean()))
+    pred = ((xte - mu) / sd) @ w + ytr.mean()
+    out = descriptor_baseline(xtr, ytr, xte, yte, "regression")
+    assert out["mae"] == pytest.approx(np.abs(pred - yte).mean(), rel=1e-9)
