@@ -564,3 +564,133 @@ def test_descriptor_ridge_standardizes_its_features_by_value() -> None:
     pred = ((xte - mu) / sd) @ w + ytr.mean()
     out = descriptor_baseline(xtr, ytr, xte, yte, "regression")
     assert out["mae"] == pytest.approx(np.abs(pred - yte).mean(), rel=1e-9)
+
+
+def test_labels_given_as_a_column_and_bad_labels_by_message() -> None:
+    out = classification_metrics(np.array([[0], [1], [1]]), [0.2, 0.7, 0.4])
+    assert out["accuracy"] == pytest.approx(2 / 3) and out["confusion_matrix"] == [[1, 0], [1, 1]]
+    cases = [
+        (dict(y_true=[[0, 1], [1, 0]], y_prob=[0.1, 0.2]), "y_true must be one label per sample, not shape (2, 2)"),
+        (dict(y_true=[0.5, 1], y_prob=[0.1, 0.2]), "y_true must hold class indices 0, 1, ..."),
+        (dict(y_true=[-1, 1], y_prob=[0.1, 0.2]), "y_true must hold class indices 0, 1, ..."),
+        (dict(y_true=[np.inf, 1], y_prob=[0.1, 0.2]), "y_true must hold class indices 0, 1, ..."),
+        (dict(y_true=[0, 1], y_prob=[0.1, 0.2], y_pred=[0.5, 1]), "y_pred must hold class indices 0, 1, ..."),
+        (dict(y_true=[0, 1], y_prob=[0.1, np.nan]), "y_prob has 1 NaN or infinite values"),
+    ]  # fmt: skip
+    for kwargs, message in cases:
+        with pytest.raises(MagnbError) as err:
+            classification_metrics(**kwargs)
+        assert str(err.value) == message
+    # an object column of scores (pandas) is read as numbers
+    obj = classification_metrics([0, 1, 1], pd.Series([0.2, 0.7, 0.4], dtype=object))
+    assert obj["roc_auc"] == 1.0
+
+
+def test_classification_intervals_default_to_seed_0() -> None:
+    y = np.array([0, 1] * 15)
+    score = np.linspace(0, 1, 30)
+    default = classification_metrics(y, score, n_boot=200)["ci95"]
+    assert default == classification_metrics(y, score, n_boot=200, seed=0)["ci95"]
+    assert default != classification_metrics(y, score, n_boot=200, seed=1)["ci95"]
+
+
+def test_integral_errors_and_columns() -> None:
+    # moment_class needs no n_magnetic column
+    table = pd.DataFrame({"calc_id": ["a", "b"], "status": "ok", "moment_class": [0, 1]})
+    table["moment_integral"] = [1.0, 5.0]
+    assert physics_baseline(table, table, "moment_class", threshold=4.0)["accuracy"] == 1.0
+    # a moment exactly at the threshold is not above it
+    at = table.assign(moment_integral=[4.0, 5.0])
+    assert physics_baseline(at, at, "moment_class", threshold=4.0)["accuracy"] == 1.0
+    bad = pd.DataFrame({"calc_id": list("abcdefg"), "moment_integral": [np.nan] * 6 + [1.0]})
+    with pytest.raises(MagnbError) as err:
+        _integral(bad, per_atom=False)
+    assert str(err.value) == (
+        "6 row(s) have no moment_integral (e.g. ['a', 'b', 'c', 'd', 'e']): the physics baseline "
+        "needs stage 02's integral"
+    )
+    with pytest.raises(MagnbError, match=r"^1 row\(s\) have no moment_integral \(e\.g\. \[\]\)"):
+        _integral(pd.DataFrame({"moment_integral": pd.Series([None, 1.0], dtype=object)}), False)
+
+
+def test_physics_order_at_the_cut_and_with_one_training_row() -> None:
+    train = pd.DataFrame(
+        {
+            "calc_id": [f"t{i}" for i in range(4)],
+            "status": "ok",
+            "order": ["FM", "FM", "AFM", "AFM"],
+            "n_magnetic": 1,
+            "moment_integral": [3.0, 2.0, 0.0, 0.5],  # cut 1.25
+        }
+    )
+    test = train.assign(moment_integral=[1.25, 1.3, 1.2, 0.0], order=["AFM", "FM", "AFM", "AFM"])
+    out = physics_baseline(train, test, "order", threshold=4.0)
+    assert out["cut"] == 1.25 and out["accuracy"] == 1.0  # 1.25 is not above the cut
+    one = physics_baseline(train.iloc[:1], test, "order", threshold=4.0)
+    assert one["cut"] is None and one["predicted_counts"] == {"0": 0, "1": 4}
+    assert one["notes"][0] == "training split holds only FM: no cut to fit"
+    with pytest.raises(MagnbError, match="^the training table has no rows with an FM/AFM order$"):
+        physics_baseline(train.assign(order=""), test, "order", threshold=4.0)
+
+
+def test_descriptor_baseline_methods_and_class_counts() -> None:
+    from magnb.baselines import descriptor_baseline
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(9, 2))
+    reg = descriptor_baseline(x[:6], rng.normal(size=6), x[6:], [0.0, 1.0, 2.0], "regression")
+    assert reg["method"] == "standardized descriptors + ridge regression"
+    clf = descriptor_baseline(x[:6], [0, 1] * 3, x[6:], [0, 1, 1], "classification")
+    assert clf["method"] == "standardized descriptors + logistic regression (balanced)"
+    # one training class: predicted everywhere, with as many classes as train and test hold
+    for train_class, test_y, k in ((2, [0, 1, 1], 3), (0, [0, 2, 1], 3), (0, [0, 0, 0], 2)):
+        one = descriptor_baseline(x[:6], [train_class] * 6, x[6:], test_y, "classification")
+        assert one["method"] == clf["method"]
+        assert one["labels"] == list(range(k))
+        assert one["predicted_counts"][str(train_class)] == 3
+    # two training classes, a third one in the test split, or a class 2 only in training
+    three = descriptor_baseline(x[:6], [0, 1] * 3, x[6:], [0, 2, 1], "classification")
+    assert three["labels"] == [0, 1, 2] and three["class_counts"] == {"0": 1, "1": 1, "2": 1}
+    two = descriptor_baseline(x[:6], [0, 2] * 3, x[6:], [0, 0, 1], "classification")
+    assert two["labels"] == [0, 1, 2] and two["predicted_counts"]["1"] == 0
+    for y_train, y_test, name in (
+        ([0.5] * 6, [0, 1, 1], "y_train"),
+        ([0, 1] * 3, [0, -1, 1], "y_test"),
+    ):
+        with pytest.raises(MagnbError) as err:
+            descriptor_baseline(x[:6], y_train, x[6:], y_test, "classification")
+        assert str(err.value) == f"{name} must hold class indices 0, 1, ..."
+
+
+def test_descriptor_logistic_is_standardized_balanced_and_c_1_by_hand() -> None:
+    # one feature, nine of class 0 and one of class 1: the balanced, C = 1 logistic regression
+    # on standardized features, solved here with scipy, predicts the test rows; unweighted it
+    # would predict class 0 everywhere, and with C = 2 its boundary moves past 1.75
+    from scipy.optimize import minimize
+
+    from magnb.baselines import descriptor_baseline
+
+    x = np.array([-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
+    y = np.array([0] * 9 + [1])
+    x_test = np.array([1.75, 2.5, -1.0, 1.6])
+    z, z_test = (x - x.mean()) / x.std(), (x_test - x.mean()) / x.std()
+    weight = np.where(y == 1, 10 / 2, 10 / 18)  # n / (classes * n_class)
+
+    def p_test(c: float) -> np.ndarray:
+        def loss(wb: np.ndarray) -> float:
+            margin = (2 * y - 1) * (wb[0] * z + wb[1])
+            return 0.5 * wb[0] ** 2 + c * float(np.sum(weight * np.logaddexp(0, -margin)))
+
+        w, b = minimize(loss, np.zeros(2), method="BFGS", options={"gtol": 1e-10}).x
+        return 1 / (1 + np.exp(-(w * z_test + b)))
+
+    expected = (p_test(1.0) > 0.5).astype(int)
+    assert expected.tolist() == [1, 1, 0, 0] and (p_test(2.0) > 0.5).tolist()[0] is False
+    y_test = np.array([1, 1, 0, 1])
+    out = descriptor_baseline(x[:, None], y, x_test[:, None], y_test, "classification")
+    assert out["confusion_matrix"] == [[1, 0], [1, 2]]
+    # standardized: scaling the feature changes nothing
+    scaled = descriptor_baseline(
+        1e3 * x[:, None], y, 1e3 * x_test[:, None], y_test, "classification"
+    )
+    assert scaled["confusion_matrix"] == out["confusion_matrix"]
