@@ -416,7 +416,12 @@ def test_evaluate_all_k_fold_rows_train_on_their_own_rows(tiny):
     fm = np.flatnonzero(has_order & (usable["order"] == "FM"))
     train_rows = np.sort(np.concatenate([afm[:-3], fm[:3]]))
     test_rows = np.sort(np.concatenate([afm[-3:], fm[3:13]]))
-    res = evaluate_all(data, "order", rows=(train_rows, test_rows), split="fold 0")
+    # the model's outputs in test-row order: right on every row only if they stay in that order
+    model = np.where(usable["order"][test_rows] == "FM", 0.9, 0.1)
+    res = evaluate_all(
+        data, "order", model_prob_or_pred=model, rows=(train_rows, test_rows), split="fold 0"
+    )
+    assert res["model"]["accuracy"] == 1.0
     y_train = (usable["order"][train_rows] == "FM").astype(int)
     y_test = (usable["order"][test_rows] == "FM").astype(int).to_numpy()
     assert y_train.mean() < 0.5 < y_test.mean()  # the premise
@@ -434,6 +439,9 @@ def test_evaluate_all_k_fold_rows_train_on_their_own_rows(tiny):
     assert res["descriptor"]["n"] == 13
     assert sum(res["descriptor"]["class_counts"].values()) == 13
     assert res["descriptor"]["class_counts"] == {"0": 3, "1": 10}
+    # a regression on the same rows: the majority is the mean of the training rows' moments
+    reg = evaluate_all(data, "moment", rows=(train_rows, test_rows))
+    assert reg["majority"]["prediction"] == pytest.approx(usable["moment"][train_rows].mean())
 
 
 def test_evaluate_all_regression_majority_is_the_training_mean(tiny):

@@ -316,8 +316,8 @@ def test_format_table_whole_text_classification() -> None:
     # methods out of order, one extra method, a missing value, no interval on one row, an
     # "understates" note and two warnings (one repeated): the whole text, written by hand
     metrics = {
-        "descriptor": {"n": 4, "accuracy": 0.5, "balanced_accuracy": None, "roc_auc": 0.75},
         "extra": {"n": 4, "accuracy": 1.0, "balanced_accuracy": 1.0, "roc_auc": float("nan")},
+        "descriptor": {"n": 4, "accuracy": 0.5, "balanced_accuracy": None, "roc_auc": 0.75},
         "model": {
             "n": 4,
             "accuracy": 0.75,
@@ -575,7 +575,7 @@ def test_labels_given_as_a_column_and_bad_labels_by_message() -> None:
         (dict(y_true=[-1, 1], y_prob=[0.1, 0.2]), "y_true must hold class indices 0, 1, ..."),
         (dict(y_true=[np.inf, 1], y_prob=[0.1, 0.2]), "y_true must hold class indices 0, 1, ..."),
         (dict(y_true=[0, 1], y_prob=[0.1, 0.2], y_pred=[0.5, 1]), "y_pred must hold class indices 0, 1, ..."),
-        (dict(y_true=[0, 1], y_prob=[0.1, np.nan]), "y_prob has 1 NaN or infinite values"),
+        (dict(y_true=[0, 1, 1], y_prob=[0.1, np.nan, 0.2]), "y_prob has 1 NaN or infinite values"),
     ]  # fmt: skip
     for kwargs, message in cases:
         with pytest.raises(MagnbError) as err:
@@ -694,3 +694,49 @@ def test_descriptor_logistic_is_standardized_balanced_and_c_1_by_hand() -> None:
         1e3 * x[:, None], y, 1e3 * x_test[:, None], y_test, "classification"
     )
     assert scaled["confusion_matrix"] == out["confusion_matrix"]
+
+
+def test_classification_metrics_edges_by_value() -> None:
+    # a probability of exactly 0.5 is not above it: class 0
+    assert classification_metrics([0, 1], [0.5, 0.9])["confusion_matrix"] == [[1, 0], [0, 1]]
+    # a predicted class beyond the score's two classes widens the matrix; its counts are ints
+    out = classification_metrics([0, 1, 1], [0.1, 0.9, 0.8], y_pred=[0, 2, 1])
+    assert out["confusion_matrix"] == [[1, 0, 0], [0, 1, 1], [0, 0, 0]]
+    assert all(type(v) is int for row in out["confusion_matrix"] for v in row)
+    # ROC-AUC has its bootstrap interval where it is defined, none where it is not
+    y = np.array([0, 1] * 10)
+    score = np.linspace(0, 1, 20)
+    out = classification_metrics(y, score, n_boot=100)
+    low, high = out["ci95"]["roc_auc"]
+    assert low <= out["roc_auc"] <= high
+    assert out["ci95_methods"] == {m: INTERVAL_METHODS[m] for m in out["ci95"]}
+    assert set(out["ci95_methods"]) == {"accuracy", "balanced_accuracy", "roc_auc"}
+    one = classification_metrics([1, 1, 1], [0.2, 0.7, 0.9], n_boot=100)
+    assert one["roc_auc"] is None and one["ci95"]["roc_auc"] is None
+    # every class's recall 0 or 1 (here 1 and 0): the note says the interval has no width
+    constant = classification_metrics([0, 1, 1], [0.1, 0.2, 0.3], n_boot=100)
+    assert constant["notes"] == [
+        "every class's recall is 0 or 1 here, so the bootstrap resamples it unchanged and the "
+        "balanced accuracy interval has no width, which understates the uncertainty; the "
+        "accuracy's exact interval gives it"
+    ]
+
+
+def test_dataset_threshold_errors_name_the_file(tmp_path) -> None:
+    import h5py
+
+    from magnb.baselines import dataset_threshold
+
+    path = tmp_path / "dataset.h5"
+    with pytest.raises(MagnbError) as err:
+        dataset_threshold(tmp_path)
+    assert str(err.value) == f"{path}: no dataset: run stage 03 (magnb scrape) first"
+    assert err.value.path == str(path)
+    with h5py.File(path, "w") as f:
+        f.attrs["config"] = "channels: [m]"
+    with pytest.raises(MagnbError) as err:
+        dataset_threshold(tmp_path)
+    assert str(err.value) == f"{path}: the dataset records no threshold: pass one"
+    with h5py.File(path, "a") as f:
+        f.attrs["config"] = "threshold: 2.5"
+    assert dataset_threshold(tmp_path) == 2.5
