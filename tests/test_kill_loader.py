@@ -113,6 +113,7 @@ def test_each_batch_row_has_its_own_sample_and_label_in_table_order(stored):
     rows = rows[rows["order"].isin(["AFM", "FM"])]  # c5 is neither
     assert data.table["calc_id"].tolist() == rows["calc_id"].tolist()
     assert data.table.index.tolist() == list(range(len(rows)))
+    assert list(data.table.columns) == list(table.columns)  # no old index kept as a column
     assert data.dropped_nonfinite == 0
     want_y = np.array([{"AFM": 0, "FM": 1}[o] for o in rows["order"]])
     np.testing.assert_array_equal(data.labels, want_y)
@@ -280,9 +281,9 @@ def test_batches_are_cut_to_a_multiple_of_the_devices(stored, n, batch, multiple
         np.testing.assert_array_equal(g, order[start : start + len(g)])
         start += batch
     assert [len(data[i][1]) for i in range(len(data))] == sizes
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match=rf"^{len(data)}$"):
         data[len(data)]
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match=r"^-1$"):
         data[-1]
 
 
@@ -456,9 +457,42 @@ def test_roll_into_rolls_then_normalizes_by_value(offset, scale):
             a, b, c = (i + shifts[0]) % 5, (j + shifts[1]) % 4, (k + shifts[2]) % 3
             want[a, b, c] = (src[i, j, k].astype(np.float64) - o) / s
         np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-7)
+        # and bit for bit the float32 arithmetic the docstring describes: subtract the offset,
+        # multiply by the float32 reciprocal of the scale (so every storage path agrees)
+        exact = np.roll(src, shifts, axis=(0, 1, 2))
+        if offset is not None:
+            exact = exact - np.float32(offset)
+        if scale is not None:
+            exact = exact * (np.float32(1) / np.float32(scale))
+        assert exact.dtype == np.float32
+        np.testing.assert_array_equal(out, exact)
 
 
 def test_roll_into_wants_one_shift_per_axis():
     src = np.zeros(SHAPE, np.float32)
     with pytest.raises(ValueError):
         roll_into(np.empty_like(src), src, (1, 1))
+    with pytest.raises(ValueError):  # not quietly the first three
+        roll_into(np.empty_like(src), src, (1, 1, 1, 1))
+
+
+def test_the_defaults_are_the_training_split_shuffled_by_seed_0_in_batches_of_8(stored):
+    dirs, samples, table = stored
+    data = DensityDataset(dirs["none"])
+    rows = _usable(table)
+    rows = rows[rows["order"].isin(["AFM", "FM"])]
+    assert data.label == "order" and data.batch_size == 8 and data.seed == 0
+    assert data.augment is False and data.shuffle is True and data.symmetry is False
+    assert data.multiple_of == 1 and data.shard == (0, 1) and len(data) == 1
+    order = np.random.default_rng([0, 0]).permutation(8)
+    x, y = data[0]
+    _close(x, _normalized(samples[rows["sample"].to_numpy()[order]]))  # no roll
+    np.testing.assert_array_equal(y, [{"AFM": 0, "FM": 1}[o] for o in rows["order"].iloc[order]])
+
+
+def test_a_periodic_flag_per_axis_or_no_roll(stored, tmp_path):
+    _, samples, table = stored
+    root = _write(tmp_path / "two_flags", "none", samples, table, periodic=(True, True))
+    data = DensityDataset(root, augment=True)
+    with pytest.raises(ValueError):
+        data[0]
