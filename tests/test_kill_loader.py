@@ -407,7 +407,7 @@ def test_symmetry_applies_one_of_each_samples_own_operations(tmp_path):
     )
     root = _write(tmp_path / "cube", "none", samples, table, offset=[0.0], scale=[1.0])
     data = DensityDataset(root, batch_size=5, shuffle=False, symmetry=True, seed=11)
-    assert data.symmetry is True
+    assert data.symmetry is True and data.storage == "raw"  # one channel: chunk (0, 0, 0, 0)
     for epoch in range(2):
         for i in range(2):
             pick = np.random.default_rng([11, epoch, i, 1])
@@ -466,6 +466,18 @@ def test_roll_into_rolls_then_normalizes_by_value(offset, scale):
             exact = exact * (np.float32(1) / np.float32(scale))
         assert exact.dtype == np.float32
         np.testing.assert_array_equal(out, exact)
+
+
+def test_roll_into_casts_the_statistics_to_the_samples_float32():
+    """float64 statistics (as JSON gives them) make the same bits as float32 ones: the
+    arithmetic is float32 whatever the offset's and scale's dtype."""
+    rng = np.random.default_rng(5)
+    src = rng.standard_normal(SHAPE).astype(np.float32)
+    o64, s64 = np.array([0.1, -0.7]), np.array([3.0, 0.3])
+    wide, narrow = np.empty_like(src), np.empty_like(src)
+    roll_into(wide, src, (1, 2, 0), o64, s64)
+    roll_into(narrow, src, (1, 2, 0), o64.astype(np.float32), s64.astype(np.float32))
+    np.testing.assert_array_equal(wide, narrow)
 
 
 def test_roll_into_wants_one_shift_per_axis():
