@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import magnb
+from magnb.errors import MagnbError
 from magnb.split import SplitConfig, split_one
 from magnb.synth import make_calculation, write_calculation
 from magnb.vasp import read_chgcar
@@ -165,3 +166,38 @@ def test_a_run_without_spin_exports_nothing(tmp_path, vasp_dir):
     assert not out.with_suffix(".mag.vasp").exists()
     with h5py.File(out, "r") as f:
         assert set(f) >= {"total"} and "magnetization" not in f
+
+
+def test_a_moment_exactly_at_the_tolerance_is_not_flagged(tmp_path, fm):
+    """'above abs + rel * |reported|': the edge itself is quiet. The gap is read from a first
+    split's two moments; a second split with abs = that gap and rel = 0 sits on the edge."""
+    shifted = dataclasses.replace(fm, moment=fm.moment + 0.25)
+    out, _ = _split(tmp_path / "a", shifted)
+    with h5py.File(out, "r") as f:
+        gap = abs(float(f.attrs["moment_integral"]) - float(f.attrs["moment"]))
+        assert bool(f.attrs["moment_flag"]) and gap == pytest.approx(0.25, abs=1e-3)
+    config = SplitConfig(data_dir=tmp_path, moment_abs_tol=gap, moment_rel_tol=0.0)
+    _, row = _split(tmp_path / "b", shifted, config)
+    assert row["moment_flag"] is False
+
+
+def test_a_spin_run_whose_companions_report_no_moment_is_refused(tmp_path, vasp_dir):
+    """ISPIN = 2 in vasprun.xml, but no OUTCAR, no OSZICAR and no occupations to give the
+    moment: stage 02 refuses the run rather than record it without one."""
+    import re
+
+    src = vasp_dir / "nitric_oxide/polarized"
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "CHGCAR").write_bytes((src / "CHGCAR").read_bytes())
+    text = (src / "vasprun.xml").read_text()
+    start, end = text.index("<eigenvalues>"), text.index("</eigenvalues>") + len("</eigenvalues>")
+    (raw / "vasprun.xml").write_text(text[:start] + text[end:])
+    config = SplitConfig(data_dir=tmp_path)
+    with pytest.raises(
+        MagnbError, match=rf"^{re.escape(str(raw))}: spin-polarized run with no reported moment$"
+    ):
+        split_one(raw, "CHGCAR", tmp_path / "x.h5", config, dict(META))
+    (raw / "vasprun.xml").write_text(text)  # with its occupations: the moment, no error
+    row = split_one(raw, "CHGCAR", tmp_path / "x.h5", config, dict(META))
+    assert row["moment_source"] == "vasprun.xml" and row["moment"] == pytest.approx(1.0, abs=1e-3)
