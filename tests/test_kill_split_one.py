@@ -155,6 +155,14 @@ def test_the_exported_chgcar_is_the_magnetization_or_its_z_component(tmp_path, f
     np.testing.assert_allclose(exported.total, z * calc.magnetization, rtol=1e-4, atol=1e-6)
     assert exported.spin_kind == "none"
     first = out.with_suffix(".mag.vasp").read_text().splitlines()[0]
+    if axis is not None:
+        with h5py.File(out, "r") as f:
+            assert "magnetization" not in f
+            for k, name in enumerate(("mx", "my", "mz")):
+                assert f[name].attrs["units"] == "muB/A^3" and f[name].dtype == np.float32
+                np.testing.assert_allclose(
+                    f[name][()], axis[k] * calc.magnetization, rtol=1e-5, atol=1e-7
+                )
     assert first == "x magnetization (muB), written by magnb"
 
 
