@@ -59,6 +59,8 @@ def test_the_split_file_holds_every_number_by_value(tmp_path, fm):
         assert a["split_format"] == 3 and a["magnb_version"] == magnb.__version__
         assert set(f) == {"total", "magnetization", "lattice", "species", "frac_coords",
                           "site_moments"}  # fmt: skip
+        for name in f:  # no creation times recorded (h5py's track_times=False)
+            assert h5py.h5o.get_info(f[name].id).ctime == 0, name
         for name, want, units in (("total", fm.total, "e/A^3"),
                                   ("magnetization", fm.magnetization, "muB/A^3")):  # fmt: skip
             assert f[name].dtype == np.float32 and f[name].attrs["units"] == units
