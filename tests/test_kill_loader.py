@@ -502,9 +502,12 @@ def test_the_defaults_are_the_training_split_shuffled_by_seed_0_in_batches_of_8(
     np.testing.assert_array_equal(y, [{"AFM": 0, "FM": 1}[o] for o in rows["order"].iloc[order]])
 
 
-def test_a_periodic_flag_per_axis_or_no_roll(stored, tmp_path):
+@pytest.mark.parametrize("flags", [2, 4])
+def test_a_periodic_flag_per_axis_or_no_roll(stored, tmp_path, flags):
     _, samples, table = stored
-    root = _write(tmp_path / "two_flags", "none", samples, table, periodic=(True, True))
+    root = _write(tmp_path / "flags", "none", samples, table, periodic=(True,) * flags)
     data = DensityDataset(root, augment=True)
+    with pytest.raises(ValueError):  # not quietly the first three flags
+        data.shifts(0, 2)
     with pytest.raises(ValueError):
         data[0]
