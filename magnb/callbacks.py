@@ -8,7 +8,8 @@ restores what a resume would otherwise forget, so the run continues as if never 
 - the loader's epoch (its shuffle and augmentation are seeded by (seed, epoch, batch));
 - the best monitored value so far (so the checkpoint keeps the same best epoch);
 - the state of EarlyStopping and ReduceLROnPlateau, by replaying the recorded epochs through
-  them (the learning rate itself comes back with the optimizer from the backup);
+  them (the learning rate itself comes back with the optimizer from the backup; history.csv
+  records each epoch's rate, which ReduceLROnPlateau's replay needs);
 - the random state of the model's own generators (Dropout's ``SeedGenerator``), which Keras'
   weight files leave out: kept per epoch in ``backup/rng/``.
 
@@ -80,7 +81,9 @@ class RunFiles(keras.callbacks.Callback):
             history = history[history["epoch"] < epoch].drop_duplicates("epoch", keep="last")
             rows = history.sort_values("epoch").to_dict("records")
         self.rows = rows
-        values = [r[self.monitor] for r in rows if self.monitor in r]
+        # as on_epoch_end keeps it: a NaN epoch is no best (min() would return a leading NaN,
+        # which no later value beats)
+        values = [v for r in rows if math.isfinite(v := r.get(self.monitor, math.nan))]
         self.best = min(values, default=math.inf)
         for callback in self.replay:
             _replay(callback, rows)
@@ -110,6 +113,11 @@ class RunFiles(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = dict(logs or {})
+        # the epoch's learning rate, which the replay of ReduceLROnPlateau needs: Keras' logs
+        # get it from that callback, after this one has read them
+        logs.setdefault(
+            "learning_rate", keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
         row = {"epoch": epoch, **{k: float(v) for k, v in sorted(logs.items())}}
         value = row.get(self.monitor, math.nan)
         if math.isfinite(value) and value < self.best:

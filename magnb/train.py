@@ -660,53 +660,114 @@ def _train(config: TrainConfig, progress: bool, run_dir: Path) -> RunResult:
             verbose=2 if progress else 0,
         )
     seconds = time.perf_counter() - start
-    done_before = run_files.resumed_from_epoch
-    if done_before is None:  # the backup held every epoch: the fit had none left to run
-        done_before = len(read_history(run_dir))
+    done_before = _resumed_from(run_files.resumed_from_epoch, run_dir)
     losses = fit.history.get("loss", [])
-    if any(not math.isfinite(v) for v in losses):
-        raise MagnbError(
-            f"the training loss became NaN or infinite in epoch {done_before + len(losses)}; "
-            "training stopped. The last good checkpoint is kept"
-            + (f" at {run_dir / 'model.keras'}" if (run_dir / "model.keras").exists() else ""),
-            run_dir,
-        )
+    _check_losses(losses, done_before, run_dir)
     if not (run_dir / "model.keras").exists():
         save_model(model, run_dir / "model.keras")
 
     best = keras.saving.load_model(run_dir / "model.keras", safe_mode=True)
     test_data = loader("test", shuffle=False)
     predictions = best.predict(test_data, verbose=0)
-    model_output = predictions if n_classes > 2 else predictions[:, 1 if classification else 0]
     results = evaluate_all(
-        config.dataset_dir, config.label, info["threshold"], model_output, split="test"
+        config.dataset_dir,
+        config.label,
+        info["threshold"],
+        _scored_output(predictions, n_classes, classification),
+        split="test",
     )
-    trained_epochs = len(read_history(run_dir))
-    samples_seen = len(train_data.table) * max(1, len(losses))
-    metrics = {
+    metrics = _metrics_record(
+        config,
+        run_dir,
+        classification=classification,
+        resumed_from=done_before,
+        fit_epochs=len(losses),
+        replicas=replicas,
+        global_batch=global_batch,
+        seconds=seconds,
+        n_train=len(train_data.table),
+        sizes=info["sizes"],
+        kernel_energy=_first_kernel_energy(best),
+        results=results,
+    )
+    with atomic_write(metrics_path, "w") as fh:
+        json.dump(metrics, fh, indent=2)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    return RunResult(run_dir, metrics, read_history(run_dir), resumed_from_epoch=done_before)
+
+
+# --------------------------------------------------------------------------------------------
+# what a run decides after its fit (pure: tests/test_kill_train.py checks each by value, and
+# `make mutants` mutates them; _train only calls them)
+
+
+def _resumed_from(started_at: int | None, run_dir: Path) -> int:
+    """The epoch this fit started at: ``RunFiles.resumed_from_epoch``, or, when no epoch began
+    (None: the backup held every epoch, so fit had none left to run), the number of epochs in
+    the run folder's history.csv."""
+    return len(read_history(run_dir)) if started_at is None else started_at
+
+
+def _check_losses(losses: list[float], resumed_from: int, run_dir: Path) -> None:
+    """MagnbError when a training loss of this fit (``losses``, one per epoch from
+    ``resumed_from``) is NaN or infinite, naming the last epoch (counted from 1) and the kept
+    checkpoint."""
+    if any(not math.isfinite(v) for v in losses):
+        raise MagnbError(
+            f"the training loss became NaN or infinite in epoch {resumed_from + len(losses)}; "
+            "training stopped. The last good checkpoint is kept"
+            + (f" at {run_dir / 'model.keras'}" if (run_dir / "model.keras").exists() else ""),
+            run_dir,
+        )
+
+
+def _scored_output(predictions: np.ndarray, n_classes: int, classification: bool) -> np.ndarray:
+    """What the test split is scored on, from ``predict``'s (samples, outputs) matrix: every
+    class's probability for more than two classes, class 1's probability for two (the one
+    ROC-AUC ranks by), the single column of a regression."""
+    return predictions if n_classes > 2 else predictions[:, 1 if classification else 0]
+
+
+def _metrics_record(
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    classification: bool,
+    resumed_from: int,
+    fit_epochs: int,
+    replicas: int,
+    global_batch: int,
+    seconds: float,
+    n_train: int,
+    sizes: dict[str, int],
+    kernel_energy: float | None,
+    results: dict[str, Any],
+) -> dict[str, Any]:
+    """metrics.json's record of a finished run: ``fit_epochs`` epochs of ``n_train`` samples
+    trained in ``seconds`` by this fit (from epoch ``resumed_from``), the epochs in history.csv,
+    the sha256 of model.keras and history.csv as they are now, and the test ``results``
+    (:func:`magnb.baselines.evaluate_all`) with their small-sample warnings."""
+    samples_seen = n_train * max(1, fit_epochs)
+    return {
         "run_id": run_dir.name,
         "label": config.label,
         "task": "classification" if classification else "regression",
         "model": config.model,
-        "epochs_trained": trained_epochs,
-        "resumed_from_epoch": done_before,
+        "epochs_trained": len(read_history(run_dir)),
+        "resumed_from_epoch": resumed_from,
         # what this record describes, byte for byte (metrics.json is written last)
         "files": {name: sha256_file(run_dir / name) for name in ("model.keras", "history.csv")},
         "replicas": replicas,
         "global_batch": global_batch,
         "train_seconds": seconds,
         "train_samples_per_second": samples_seen / seconds if seconds > 0 else None,
-        "sizes": info["sizes"],
+        "sizes": sizes,
         # how rough the first-layer filters are (magnb.explain.kernel_smoothness: ~1 white
         # noise, 0 constant); null for kernels under 3 voxels a side
-        "kernel_laplacian_energy": _first_kernel_energy(best),
+        "kernel_laplacian_energy": kernel_energy,
         "test": results,
         "warnings": sorted({e["small_sample_warning"] for e in results.values()} - {None}),
     }
-    with atomic_write(metrics_path, "w") as fh:
-        json.dump(metrics, fh, indent=2)
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)
-    return RunResult(run_dir, metrics, read_history(run_dir), resumed_from_epoch=done_before)
 
 
 # --------------------------------------------------------------------------------------------
@@ -804,12 +865,11 @@ def cross_validate(config: TrainConfig, progress: bool = True) -> CVResult:
             verbose=2 if progress else 0,
         )
         predictions = model.predict(test_data, verbose=0)
-        output = predictions if n_classes > 2 else predictions[:, 1 if classification else 0]
         results = evaluate_all(
             config.dataset_dir,
             config.label,
             info["threshold"],
-            output,
+            _scored_output(predictions, n_classes, classification),
             split=f"fold {fold}",
             rows=(train_rows, test_rows),
         )

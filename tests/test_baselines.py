@@ -403,3 +403,80 @@ def test_task_for_labels():
     assert task_for("moment") == task_for("moment_per_magnetic_atom") == "regression"
     with pytest.raises(MagnbError, match="label"):
         evaluate_all(Path("/nonexistent"), "colour")
+
+
+def test_evaluate_all_k_fold_rows_train_on_their_own_rows(tiny):
+    # rows=(train, test) are positions among the usable rows (status ok, in table order): the
+    # training rows here are mostly AFM, the test rows mostly FM, so a majority, physics cut or
+    # descriptor fitted on the wrong rows scores differently
+    data, table = tiny
+    usable = table[table["status"] == "ok"].reset_index(drop=True)
+    has_order = usable["order"] != ""
+    afm = np.flatnonzero(has_order & (usable["order"] == "AFM"))
+    fm = np.flatnonzero(has_order & (usable["order"] == "FM"))
+    train_rows = np.sort(np.concatenate([afm[:-3], fm[:3]]))
+    test_rows = np.sort(np.concatenate([afm[-3:], fm[3:13]]))
+    res = evaluate_all(data, "order", rows=(train_rows, test_rows), split="fold 0")
+    y_train = (usable["order"][train_rows] == "FM").astype(int)
+    y_test = (usable["order"][test_rows] == "FM").astype(int).to_numpy()
+    assert y_train.mean() < 0.5 < y_test.mean()  # the premise
+    majority = res["majority"]
+    assert majority["prediction"] == 0 and majority["accuracy"] == pytest.approx(3 / 13)
+    for entry in res.values():
+        assert entry["n_train"] == len(train_rows) and entry["n"] == 13
+        assert entry["split"] == "fold 0"
+    # the physics cut: midway between the largest training AFM and smallest training FM |m|/atom
+    per_atom = np.abs(usable["moment_integral"] / usable["n_magnetic"])
+    tr = per_atom[train_rows].to_numpy()
+    cut = (tr[y_train.to_numpy() == 0].max() + tr[y_train.to_numpy() == 1].min()) / 2
+    assert res["physics"]["cut"] == pytest.approx(cut)
+    # the descriptor is fitted on the training rows and scored on the test rows
+    assert res["descriptor"]["n"] == 13
+    assert sum(res["descriptor"]["class_counts"].values()) == 13
+    assert res["descriptor"]["class_counts"] == {"0": 3, "1": 10}
+
+
+def test_evaluate_all_regression_majority_is_the_training_mean(tiny):
+    data, table = tiny
+    res = evaluate_all(data, "moment")
+    train = table[(table["split"] == "train") & (table["status"] == "ok")]
+    assert res["majority"]["prediction"] == pytest.approx(train["moment"].mean())
+    assert res["majority"]["n_train"] == 35
+
+
+def test_evaluate_all_uses_a_given_threshold_and_needs_none_for_order(tiny, tmp_path):
+    data, table = tiny
+    given = evaluate_all(data, "moment_class", threshold=2.0)
+    assert given["physics"]["threshold"] == 2.0  # not the dataset's 4.0
+    assert evaluate_all(data, "moment_class", threshold=0.0)["physics"]["threshold"] == 0.0
+    # a dataset that records no threshold still has order baselines
+    with h5py.File(data / "dataset.h5", "a") as f:
+        f.attrs["config"] = yaml.safe_dump({"channels": ["m+", "m-"]})
+    assert evaluate_all(data, "order")["majority"]["prediction"] == 1
+    with pytest.raises(MagnbError, match="records no threshold"):
+        evaluate_all(data, "moment_class")
+
+
+def test_evaluate_all_entries_name_their_method_and_keep_their_own_notes(tiny):
+    data, table = tiny
+    test_rows = table[(table["split"] == "test") & (table["order"] != "")]
+    y_test = (test_rows["order"] == "FM").to_numpy().astype(int)
+    res = evaluate_all(data, "order", model_prob_or_pred=np.where(y_test == 1, 0.8, 0.3))
+    assert res["model"]["method"] == "model"
+    # the model is right on every sample: classification_metrics' own note stays in its entry
+    assert any(note.startswith("every class's recall is 0 or 1") for note in res["model"]["notes"])
+    n_afm, n_fm = int((y_test == 0).sum()), int((y_test == 1).sum())
+    assert res["model"]["small_sample_warning"] == (
+        f"small test split: n = {n_afm + n_fm} (AFM: {n_afm}, FM: {n_fm}); under 10 samples of "
+        "a class the metrics resolve little and a bootstrap of so few samples understates the "
+        "intervals"
+    )
+    test = table[(table["split"] == "test") & (table["status"] == "ok")]
+    reg = evaluate_all(data, "moment", model_prob_or_pred=test["moment"].to_numpy() + 0.5)
+    assert reg["model"]["method"] == "model" and reg["model"]["mae"] == pytest.approx(0.5)
+    with pytest.raises(MagnbError) as err:
+        evaluate_all(data, "order", model_prob_or_pred=y_test[:-1])
+    assert str(err.value) == (
+        f"{len(y_test) - 1} model outputs for {len(y_test)} 'test' samples with a 'order' label "
+        "(predict on DensityDataset(split='test', shuffle=False))"
+    )

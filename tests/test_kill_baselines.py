@@ -12,6 +12,7 @@ from magnb.baselines import (
     _integral,
     best_cut,
     classification_metrics,
+    format_table,
     majority_baseline,
     physics_baseline,
     regression_metrics,
@@ -309,3 +310,387 @@ def test_a_value_prints_with_its_interval_low_then_high() -> None:
     assert _fmt_ci(0.85, [0.62, 0.97]) == "0.850 [0.62, 0.97]"
     assert _fmt_ci(0.85, [None, 0.97]) == _fmt_ci(0.85, None) == "0.850"
     assert _fmt_ci(None, [0.1, 0.2]) == "n/a"
+
+
+def test_format_table_whole_text_classification() -> None:
+    # methods out of order, one extra method, a missing value, no interval on one row, an
+    # "understates" note and two warnings (one repeated): the whole text, written by hand
+    metrics = {
+        "descriptor": {"n": 4, "accuracy": 0.5, "balanced_accuracy": None, "roc_auc": 0.75},
+        "extra": {"n": 4, "accuracy": 1.0, "balanced_accuracy": 1.0, "roc_auc": float("nan")},
+        "model": {
+            "n": 4,
+            "accuracy": 0.75,
+            "balanced_accuracy": 0.8333,
+            "roc_auc": 0.9,
+            "ci95": {"accuracy": [0.194, 0.9937], "balanced_accuracy": [0.5, 1.0]},
+            "notes": ["the interval understates it"],
+            "small_sample_warning": "b warns",
+        },
+        "majority": {"accuracy": 0.25, "small_sample_warning": "a warns"},
+        "physics": {"n": 4, "accuracy": 0.5, "small_sample_warning": "b warns"},
+    }
+    assert format_table(metrics) == (
+        "| method | n | accuracy | balanced accuracy | ROC-AUC |\n"
+        "|---|---|---|---|---|\n"
+        "| model | 4 | 0.750 [0.19, 0.99] | 0.833 [0.50, 1.00] | 0.900 |\n"
+        "| majority | n/a | 0.250 | n/a | n/a |\n"
+        "| physics | 4 | 0.500 | n/a | n/a |\n"
+        "| descriptor | 4 | 0.500 | n/a | 0.750 |\n"
+        "| extra | 4 | 1.000 | 1.000 | n/a |\n"
+        "\n[95 % intervals: accuracy exact binomial; balanced accuracy and ROC-AUC stratified "
+        "bootstrap over the test samples; n = test samples]\n"
+        "[an interval [x, x] of balanced accuracy: every class all right or all wrong, which "
+        "the bootstrap cannot vary; the accuracy's exact interval gives the width]\n"
+        "warning: a warns\n"
+        "warning: b warns"
+    )
+
+
+def test_format_table_whole_text_regression() -> None:
+    metrics = {
+        "model": {"n": 3, "mae": 0.5, "rmse": 0.75, "r2": -0.25, "ci95": {"mae": [0.1, 0.9]}},
+        "majority": {"n": 3, "mae": 1.0, "rmse": 1.25, "r2": None, "notes": ["other"]},
+    }
+    assert format_table(metrics) == (
+        "| method | n | MAE | RMSE | R^2 |\n"
+        "|---|---|---|---|---|\n"
+        "| model | 3 | 0.500 [0.10, 0.90] | 0.750 | -0.250 |\n"
+        "| majority | 3 | 1.000 | 1.250 | n/a |\n"
+        "\n[95 % intervals: bootstrap over the test samples; n = test samples]"
+    )
+    # no interval anywhere: no line about intervals, and no warning line
+    assert format_table({"majority": metrics["majority"]}) == (
+        "| method | n | MAE | RMSE | R^2 |\n|---|---|---|---|---|\n| majority | 3 | 1.000 | 1.250 | n/a |"
+    )
+    with pytest.raises(MagnbError, match="^no metrics to tabulate$"):
+        format_table({})
+
+
+def test_regression_metrics_take_object_columns_and_a_column_of_truths() -> None:
+    # pandas gives object columns (a label column that once held None); a (n, 1) truth is a column
+    truth = pd.Series([1.0, 2.0, 4.0], dtype=object)
+    pred = pd.Series([1.5, 2.0, 3.0], dtype=object)
+    for t, p in ((truth, pred), (np.array([[1.0], [2.0], [4.0]]), [1.5, 2.0, 3.0])):
+        out = regression_metrics(t, p, n_boot=20)
+        assert out["n"] == 3 and out["mae"] == pytest.approx(0.5)
+        assert out["rmse"] == pytest.approx(np.sqrt((0.25 + 0 + 1) / 3))
+        # mean 7/3: squared deviations 16/9, 1/9, 25/9
+        assert out["r2"] == pytest.approx(1 - 1.25 / (42 / 9), rel=1e-12)
+
+
+def _order_pattern_tables(test_integrals: list[float], test_patterns: list[str]):
+    train = pd.DataFrame(
+        {
+            "calc_id": [f"t{i}" for i in range(5)],
+            "status": "ok",
+            "order_pattern": ["FM", "FM", "stripe", "stripe", "Neel"],
+            "n_magnetic": 1,
+            "moment_integral": [3.0, 2.0, 0.0, 0.25, 0.5],  # cut 1.25, the other pattern stripe
+        }
+    )
+    test = pd.DataFrame(
+        {
+            "calc_id": [f"s{i}" for i in range(len(test_patterns))],
+            "status": "ok",
+            "order_pattern": test_patterns,
+            "n_magnetic": 1,
+            "moment_integral": test_integrals,
+        }
+    )
+    return train, test
+
+
+def test_physics_order_pattern_at_the_cut_and_with_one_training_row() -> None:
+    # a test cell exactly at the cut is not FM ("FM iff > cut"), though its probability is 1/2
+    train, test = _order_pattern_tables([1.25, 1.3, 1.2], ["FM", "FM", "stripe"])
+    out = physics_baseline(train, test, "order_pattern", threshold=4.0)
+    assert out["cut"] == 1.25
+    assert np.array(out["confusion_matrix"])[0].tolist() == [1, 0, 0, 1]
+    # one training row, not FM: no cut; every test row is that pattern
+    one = physics_baseline(train.iloc[2:3], test, "order_pattern", threshold=4.0)
+    assert one["cut"] is None
+    assert np.array(one["confusion_matrix"])[:, 3].tolist() == [2, 0, 0, 1]
+    with pytest.raises(MagnbError, match="^the training table has no rows with an order pattern$"):
+        physics_baseline(train.assign(order_pattern=""), test, "order_pattern", 4.0)
+
+
+def test_physics_order_pattern_roc_auc_from_its_soft_probability() -> None:
+    # FM probability expit((|m| - cut) / 0.1): 10 and 9 muB are both 1.0 in float64 (a tie),
+    # so ROC-AUC depends on the softness; every class present so the ROC-AUC is defined
+    from scipy.special import expit
+    from sklearn.metrics import roc_auc_score
+
+    integrals = [10.0, 9.0, 1.0, 0.5, 1.4, 1.1]
+    patterns = ["FM", "stripe", "Neel", "zigzag", "FM", "stripe"]
+    train, test = _order_pattern_tables(integrals, patterns)
+    out = physics_baseline(train, test, "order_pattern", threshold=4.0)
+    p_fm = expit((np.array(integrals) - 1.25) / 0.1)
+    prob = np.zeros((6, 4))
+    prob[:, 0], prob[:, 3] = p_fm, 1 - p_fm  # FM, stripe
+    y = np.array([0, 3, 1, 2, 0, 3])
+    expected = roc_auc_score(y, prob, multi_class="ovr", labels=[0, 1, 2, 3])
+    assert out["roc_auc"] == pytest.approx(expected, abs=1e-12)
+    # the same rows with the softness 100 times less sharp give another value
+    p_soft = expit((np.array(integrals) - 1.25) * 0.1)
+    prob[:, 0], prob[:, 3] = p_soft, 1 - p_soft
+    assert roc_auc_score(y, prob, multi_class="ovr", labels=[0, 1, 2, 3]) != pytest.approx(expected)
+
+
+def test_majority_baseline_k_classes_from_train_and_test() -> None:
+    # the training majority (class 2) is a class the test split does not hold
+    out = majority_baseline([2, 2, 0], [0, 1, 1], "classification")
+    assert out["prediction"] == 2 and out["accuracy"] == 0.0
+    assert out["confusion_matrix"] == [[0, 0, 1], [0, 0, 2], [0, 0, 0]]
+    # the test split holds a class the training split never had
+    out = majority_baseline([1, 1, 0], [2, 1], "classification")
+    assert out["confusion_matrix"] == [[0, 0, 0], [0, 1, 0], [0, 1, 0]]
+    # one class everywhere: still a binary problem, predicted right
+    out = majority_baseline([0, 0], [0, 0, 0], "classification")
+    assert out["accuracy"] == 1.0 and out["confusion_matrix"] == [[3, 0], [0, 0]]
+    with pytest.raises(MagnbError, match=r"^y_train must hold class indices 0, 1, \.\.\.$"):
+        majority_baseline([0.5, 1], [1], "classification")
+    with pytest.raises(MagnbError, match=r"^y_test must hold class indices 0, 1, \.\.\.$"):
+        majority_baseline([1], [-1], "classification")
+
+
+def test_best_cut_ties_take_the_middle_of_the_best_cuts() -> None:
+    # cuts -1, 0.75, 1.75, 2.5, 4 score 0.5, 0.75, 0.5, 0.75, 0.5: the best are 0.75 and 2.5, and
+    # the later of two is taken; a "below everything" cut must not join them
+    assert best_cut(np.array([0.0, 1.5, 2.0, 3.0]), np.array([0, 1, 0, 1])) == (2.5, 0.75)
+
+
+def test_best_cut_is_exact_for_adjacent_floats() -> None:
+    # the midpoint of two adjacent floats rounds onto one of them; the rule "class 1 iff
+    # score > cut" at the returned cut must still give the returned balanced accuracy
+    a, b = 1.0, float(np.nextafter(1.0, 2.0))
+    for y in ([0, 1], [1, 0]):
+        score, labels = np.array([a, b]), np.array(y)
+        cut, ba = best_cut(score, labels)
+        pred = (score > cut).astype(int)
+        recall = [np.mean(pred[labels == c] == c) for c in (0, 1)]
+        assert ba == pytest.approx(np.mean(recall))
+    assert best_cut(np.array([a, b]), np.array([0, 1]))[1] == 1.0
+
+
+def test_best_cut_does_not_call_near_ties_ties() -> None:
+    # 100 001 scores, class 0 only at 0: cut 0.5 is perfect, 1.5 misses one of 100 000 (balanced
+    # accuracy 1 - 5e-6): not a tie, so the cut is 0.5
+    score = np.arange(100_001, dtype=np.float64)
+    y = np.ones(len(score), dtype=int)
+    y[0] = 0
+    assert best_cut(score, y) == (0.5, 1.0)
+
+
+def _descriptor(sample: np.ndarray) -> dict[str, float]:
+    from magnb.baselines import descriptor_feature_names, descriptor_features
+
+    x = np.asarray(sample, dtype=np.float64).reshape(1, -1, 1, 1, 1)
+    return dict(zip(descriptor_feature_names(1), descriptor_features(x)[0], strict=True))
+
+
+def test_descriptor_skew_and_signs_by_value() -> None:
+    # Bernoulli(1/4) values: skewness (1 - 2p) / sqrt(p (1 - p)) = 2 / sqrt(3), whatever the scale
+    for amplitude in (0.5, 3e-12):
+        assert _descriptor([0, 0, 0, amplitude])["c0:skew"] == pytest.approx(2 / np.sqrt(3))
+    # nearly constant relative to its mean: rounding noise, reported as no skew
+    assert _descriptor([1e6, 1e6, 1e6 + 3e-7])["c0:skew"] == 0.0
+    # zeros are neither positive nor negative; values in (0, 1) are positive
+    f = _descriptor([0.0, 0.5, -1.0, 0.0, 2.0])
+    assert f["c0:frac_pos"] == pytest.approx(0.4) and f["c0:frac_neg"] == pytest.approx(0.2)
+    # two samples, two channels: each one's own skew
+    from magnb.baselines import descriptor_features
+
+    x = np.zeros((2, 4, 1, 1, 2))
+    x[0, 3, 0, 0, 0] = 1.0  # Bernoulli(1/4): 2/sqrt(3)
+    x[0, :, 0, 0, 1] = [1, 1, 1, 0]  # Bernoulli(3/4): -2/sqrt(3)
+    x[1, :, 0, 0, 0] = [1, -1, 1, -1]  # symmetric: 0
+    x[1, :, 0, 0, 1] = [0, 0, 0, 5]
+    skew = descriptor_features(x)[:, [10, 23]]
+    np.testing.assert_allclose(skew, [[2 / np.sqrt(3), -2 / np.sqrt(3)], [0, 2 / np.sqrt(3)]])
+
+
+def test_descriptor_features_of_flat_and_tiny_samples_warn_nothing() -> None:
+    import warnings
+
+    from magnb.baselines import descriptor_features
+
+    tiny = np.zeros((1, 100, 100, 100, 1))
+    tiny[0, 0, 0, 0, 0] = 1e-105  # std**3 underflows to 0 while the third moment does not
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for x in (np.full((1, 2, 2, 2, 1), 3.0), tiny):
+            assert descriptor_features(x)[0, 10] == 0.0
+    with pytest.raises(
+        MagnbError, match=r"^samples must be \(N, X, Y, Z, C\), not shape \(3, 3\)$"
+    ):
+        descriptor_features(np.zeros((3, 3)))
+
+
+def test_descriptor_baseline_input_errors_by_message() -> None:
+    from magnb.baselines import descriptor_baseline
+
+    x = np.zeros((4, 3))
+    cases = [
+        (x, np.zeros((2, 2)), "feature arrays must be (n, F) alike, not (4, 3) and (2, 2)"),
+        (np.zeros(4), x, "feature arrays must be (n, F) alike, not (4,) and (4, 3)"),
+    ]
+    for train, test, message in cases:
+        with pytest.raises(MagnbError) as err:
+            descriptor_baseline(train, [0, 1, 0, 1], test, [0, 1], "classification")
+        assert str(err.value) == message
+    with pytest.raises(MagnbError) as err:
+        descriptor_baseline(x, [0, 1, 0], x, [0, 1, 0, 1], "classification")
+    assert str(err.value) == "4 training feature rows for 3 training labels"
+    with pytest.raises(MagnbError) as err:
+        descriptor_baseline(np.zeros((0, 3)), [], x, [0, 1, 0, 1], "classification")
+    assert str(err.value) == "0 training feature rows for 0 training labels"
+    # one training row is enough: it holds one class, which is predicted
+    one = descriptor_baseline(x[:1], [1], x, [0, 1, 1, 1], "classification")
+    assert one["predicted_counts"] == {"0": 0, "1": 4}
+
+
+def test_descriptor_ridge_standardizes_its_features_by_value() -> None:
+    # standardized features (population std), ridge alpha 1 with an intercept: solved by hand
+    from magnb.baselines import descriptor_baseline
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 2)) * np.array([1000.0, 0.01])
+    y = x[:, 0] / 1000 + 50 * x[:, 1] + rng.normal(0, 0.1, 12)
+    xtr, ytr, xte, yte = x[:8], y[:8], x[8:], y[8:]
+    mu, sd = xtr.mean(axis=0), xtr.std(axis=0)
+    z = (xtr - mu) / sd
+    w = np.linalg.solve(z.T @ z + np.eye(2), z.T @ (ytr - ytr.mean()))
+    pred = ((xte - mu) / sd) @ w + ytr.mean()
+    out = descriptor_baseline(xtr, ytr, xte, yte, "regression")
+    assert out["mae"] == pytest.approx(np.abs(pred - yte).mean(), rel=1e-9)
+
+
+def test_labels_given_as_a_column_and_bad_labels_by_message() -> None:
+    out = classification_metrics(np.array([[0], [1], [1]]), [0.2, 0.7, 0.4])
+    assert out["accuracy"] == pytest.approx(2 / 3) and out["confusion_matrix"] == [[1, 0], [1, 1]]
+    cases = [
+        (dict(y_true=[[0, 1], [1, 0]], y_prob=[0.1, 0.2]), "y_true must be one label per sample, not shape (2, 2)"),
+        (dict(y_true=[0.5, 1], y_prob=[0.1, 0.2]), "y_true must hold class indices 0, 1, ..."),
+        (dict(y_true=[-1, 1], y_prob=[0.1, 0.2]), "y_true must hold class indices 0, 1, ..."),
+        (dict(y_true=[np.inf, 1], y_prob=[0.1, 0.2]), "y_true must hold class indices 0, 1, ..."),
+        (dict(y_true=[0, 1], y_prob=[0.1, 0.2], y_pred=[0.5, 1]), "y_pred must hold class indices 0, 1, ..."),
+        (dict(y_true=[0, 1], y_prob=[0.1, np.nan]), "y_prob has 1 NaN or infinite values"),
+    ]  # fmt: skip
+    for kwargs, message in cases:
+        with pytest.raises(MagnbError) as err:
+            classification_metrics(**kwargs)
+        assert str(err.value) == message
+    # an object column of scores (pandas) is read as numbers
+    obj = classification_metrics([0, 1, 1], pd.Series([0.2, 0.7, 0.4], dtype=object))
+    assert obj["roc_auc"] == 1.0
+
+
+def test_classification_intervals_default_to_seed_0() -> None:
+    y = np.array([0, 1] * 15)
+    score = np.linspace(0, 1, 30)
+    default = classification_metrics(y, score, n_boot=200)["ci95"]
+    assert default == classification_metrics(y, score, n_boot=200, seed=0)["ci95"]
+    assert default != classification_metrics(y, score, n_boot=200, seed=1)["ci95"]
+
+
+def test_integral_errors_and_columns() -> None:
+    # moment_class needs no n_magnetic column
+    table = pd.DataFrame({"calc_id": ["a", "b"], "status": "ok", "moment_class": [0, 1]})
+    table["moment_integral"] = [1.0, 5.0]
+    assert physics_baseline(table, table, "moment_class", threshold=4.0)["accuracy"] == 1.0
+    # a moment exactly at the threshold is not above it
+    at = table.assign(moment_integral=[4.0, 5.0])
+    assert physics_baseline(at, at, "moment_class", threshold=4.0)["accuracy"] == 1.0
+    bad = pd.DataFrame({"calc_id": list("abcdefg"), "moment_integral": [np.nan] * 6 + [1.0]})
+    with pytest.raises(MagnbError) as err:
+        _integral(bad, per_atom=False)
+    assert str(err.value) == (
+        "6 row(s) have no moment_integral (e.g. ['a', 'b', 'c', 'd', 'e']): the physics baseline "
+        "needs stage 02's integral"
+    )
+    with pytest.raises(MagnbError, match=r"^1 row\(s\) have no moment_integral \(e\.g\. \[\]\)"):
+        _integral(pd.DataFrame({"moment_integral": pd.Series([None, 1.0], dtype=object)}), False)
+
+
+def test_physics_order_at_the_cut_and_with_one_training_row() -> None:
+    train = pd.DataFrame(
+        {
+            "calc_id": [f"t{i}" for i in range(4)],
+            "status": "ok",
+            "order": ["FM", "FM", "AFM", "AFM"],
+            "n_magnetic": 1,
+            "moment_integral": [3.0, 2.0, 0.0, 0.5],  # cut 1.25
+        }
+    )
+    test = train.assign(moment_integral=[1.25, 1.3, 1.2, 0.0], order=["AFM", "FM", "AFM", "AFM"])
+    out = physics_baseline(train, test, "order", threshold=4.0)
+    assert out["cut"] == 1.25 and out["accuracy"] == 1.0  # 1.25 is not above the cut
+    one = physics_baseline(train.iloc[:1], test, "order", threshold=4.0)
+    assert one["cut"] is None and one["predicted_counts"] == {"0": 0, "1": 4}
+    assert one["notes"][0] == "training split holds only FM: no cut to fit"
+    with pytest.raises(MagnbError, match="^the training table has no rows with an FM/AFM order$"):
+        physics_baseline(train.assign(order=""), test, "order", threshold=4.0)
+
+
+def test_descriptor_baseline_methods_and_class_counts() -> None:
+    from magnb.baselines import descriptor_baseline
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(9, 2))
+    reg = descriptor_baseline(x[:6], rng.normal(size=6), x[6:], [0.0, 1.0, 2.0], "regression")
+    assert reg["method"] == "standardized descriptors + ridge regression"
+    clf = descriptor_baseline(x[:6], [0, 1] * 3, x[6:], [0, 1, 1], "classification")
+    assert clf["method"] == "standardized descriptors + logistic regression (balanced)"
+    # one training class: predicted everywhere, with as many classes as train and test hold
+    for train_class, test_y, k in ((2, [0, 1, 1], 3), (0, [0, 2, 1], 3), (0, [0, 0, 0], 2)):
+        one = descriptor_baseline(x[:6], [train_class] * 6, x[6:], test_y, "classification")
+        assert one["method"] == clf["method"]
+        assert one["labels"] == list(range(k))
+        assert one["predicted_counts"][str(train_class)] == 3
+    # two training classes, a third one in the test split, or a class 2 only in training
+    three = descriptor_baseline(x[:6], [0, 1] * 3, x[6:], [0, 2, 1], "classification")
+    assert three["labels"] == [0, 1, 2] and three["class_counts"] == {"0": 1, "1": 1, "2": 1}
+    two = descriptor_baseline(x[:6], [0, 2] * 3, x[6:], [0, 0, 1], "classification")
+    assert two["labels"] == [0, 1, 2] and two["predicted_counts"]["1"] == 0
+    for y_train, y_test, name in (
+        ([0.5] * 6, [0, 1, 1], "y_train"),
+        ([0, 1] * 3, [0, -1, 1], "y_test"),
+    ):
+        with pytest.raises(MagnbError) as err:
+            descriptor_baseline(x[:6], y_train, x[6:], y_test, "classification")
+        assert str(err.value) == f"{name} must hold class indices 0, 1, ..."
+
+
+def test_descriptor_logistic_is_standardized_balanced_and_c_1_by_hand() -> None:
+    # one feature, nine of class 0 and one of class 1: the balanced, C = 1 logistic regression
+    # on standardized features, solved here with scipy, predicts the test rows; unweighted it
+    # would predict class 0 everywhere, and with C = 2 its boundary moves past 1.75
+    from scipy.optimize import minimize
+
+    from magnb.baselines import descriptor_baseline
+
+    x = np.array([-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
+    y = np.array([0] * 9 + [1])
+    x_test = np.array([1.75, 2.5, -1.0, 1.6])
+    z, z_test = (x - x.mean()) / x.std(), (x_test - x.mean()) / x.std()
+    weight = np.where(y == 1, 10 / 2, 10 / 18)  # n / (classes * n_class)
+
+    def p_test(c: float) -> np.ndarray:
+        def loss(wb: np.ndarray) -> float:
+            margin = (2 * y - 1) * (wb[0] * z + wb[1])
+            return 0.5 * wb[0] ** 2 + c * float(np.sum(weight * np.logaddexp(0, -margin)))
+
+        w, b = minimize(loss, np.zeros(2), method="BFGS", options={"gtol": 1e-10}).x
+        return 1 / (1 + np.exp(-(w * z_test + b)))
+
+    expected = (p_test(1.0) > 0.5).astype(int)
+    assert expected.tolist() == [1, 1, 0, 0] and (p_test(2.0) > 0.5).tolist()[0] is False
+    y_test = np.array([1, 1, 0, 1])
+    out = descriptor_baseline(x[:, None], y, x_test[:, None], y_test, "classification")
+    assert out["confusion_matrix"] == [[1, 0], [1, 2]]
+    # standardized: scaling the feature changes nothing
+    scaled = descriptor_baseline(
+        1e3 * x[:, None], y, 1e3 * x_test[:, None], y_test, "classification"
+    )
+    assert scaled["confusion_matrix"] == out["confusion_matrix"]
