@@ -260,8 +260,9 @@ def remove(path: str | Path) -> None:
 
 
 def remove_temporaries(folder: str | Path, recursive: bool = False) -> int:
-    """Remove the temporary files a killed run left in ``folder``; only call while holding the
-    stage's lock (they are nobody else's then). Returns how many were removed."""
+    """Remove the temporary files a killed run left in ``folder``; only call where no other
+    writer can be writing there (:func:`stage_writer` checks that first: the shards of one
+    build each hold their own stage lock on the same folder). Returns how many were removed."""
     folder = Path(folder)
     if not folder.is_dir():
         return 0
@@ -314,14 +315,49 @@ def stage_lock(folder: str | Path, stage: str) -> Iterator[None]:
         lock.release()
 
 
+def writers_lock_path(folder: str | Path) -> Path:
+    return Path(folder) / ".writers.lock"
+
+
+@contextlib.contextmanager
+def folder_writer(folder: str | Path) -> Iterator[bool]:
+    """Be one of the writers of ``folder`` (a shared ``flock`` on its ``.writers.lock``) until
+    the block ends; yields whether this one found itself alone, in which case the temporary
+    files left in ``folder`` were a killed run's and have been removed (under an exclusive lock
+    that no writer can join meanwhile). With other writers there (the other shards of a Slurm
+    array, or another stage writing into the same folder), the temporaries may be theirs, in
+    flight, and are left for a later lone writer. The kernel drops a killed writer's lock."""
+    folder = Path(folder)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: never remove what may be another writer's
+        yield False
+        return
+    path = writers_lock_path(folder)
+    with user_os_errors("cannot open the writers' lock of this folder", path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            alone = False
+        else:
+            alone = True
+            remove_temporaries(folder)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # from exclusive: a conversion; else waits for a cleanup
+        yield alone
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def stage_writer(folder: str | Path, stage: str) -> Iterator[None]:
     """Change a multi-file output of ``stage`` in ``folder``: under the stage's lock, with the
     ``.<stage>.incomplete`` marker in place until the block finishes without error. Temporary
-    files a killed run left in ``folder`` are removed first."""
+    files a killed run left in ``folder`` are removed first when no other writer is in the
+    folder (:func:`folder_writer`)."""
     folder = Path(folder)
-    with stage_lock(folder, stage):
-        remove_temporaries(folder)
+    with stage_lock(folder, stage), folder_writer(folder):
         marker = marker_path(folder, stage)
         if not marker.is_file():
             with user_os_errors(f"cannot start magnb {stage}", marker):

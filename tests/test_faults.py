@@ -171,6 +171,35 @@ def test_a_second_writer_is_refused_at_once(tmp_path):
         pass
 
 
+def test_a_shard_starting_leaves_another_shards_file_in_flight_alone(tmp_path):
+    """The shards of one Slurm array write into one folder at once, each under its own stage
+    lock. One starting while another is writing a file must not take that file's temporary
+    for a killed run's leftover (it did: the first shard's publish failed, FileNotFoundError)."""
+    from magnb._io import atomic_path, stage_writer
+
+    out = tmp_path / "sharded"
+    with stage_writer(out, "scrape.shard-0-of-2"):
+        with atomic_path(out / "dataset.shard-0-of-2.h5") as tmp:
+            tmp.write_bytes(b"shard 0")
+            with stage_writer(out, "scrape.shard-1-of-2"):
+                assert tmp.exists()
+    assert (out / "dataset.shard-0-of-2.h5").read_bytes() == b"shard 0"
+    # once alone, a writer removes what a killed run left (in another process: its own lock)
+    left = out / ".dataset.shard-1-of-2.h5.tmp-killed"
+    left.write_bytes(b"half")
+    with stage_writer(out, "scrape.shard-1-of-2"):
+        assert not left.exists()
+    code = (
+        "import sys; from magnb._io import stage_writer\nwith stage_writer(sys.argv[1], 'x'): pass"
+    )
+    with stage_writer(out, "scrape.shard-0-of-2"):  # a writer in this process: not alone
+        left.write_bytes(b"half")
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True, cwd=REPO_ROOT)
+        assert left.exists()
+    subprocess.run([sys.executable, "-c", code, str(out)], check=True, cwd=REPO_ROOT)
+    assert not left.exists()
+
+
 @pytest.mark.slow
 def test_a_resumed_run_says_where_it_resumed_and_matches_an_uninterrupted_one(tmp_path):
     """Killed after the backup of epoch 1 of 3: the re-run resumes at 2 (not 0), records
