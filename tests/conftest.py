@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
+import tqdm
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # MAGNB_VASP_FIXTURES: where they are when the tests run from a copy (`make mutants` runs them
@@ -19,6 +21,14 @@ VASP_FIXTURES = Path(
 # Keep TensorFlow quiet and on the CPU in every test process and subprocess.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+# tqdm's default write lock holds a multiprocessing RLock: a semaphore shared with every process
+# forked after it was made. `make mutants` forks a test run per mutant and kills the ones that
+# time out; one killed while drawing a progress bar left the semaphore taken, and every later
+# fork hung at its first bar (then counted as a timeout, i.e. killed). Tests use a thread lock,
+# which a fork copies, and no monitor thread that could hold it at the moment of a fork.
+tqdm.tqdm.set_lock(threading.RLock())
+tqdm.tqdm.monitor_interval = 0
 
 
 #: a model small enough to train on the test datasets in seconds (the tests' training settings)
