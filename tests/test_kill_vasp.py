@@ -13,6 +13,7 @@ import pytest
 
 from magnb.errors import MagnbError
 from magnb.vasp import read_moments, read_oszicar_moment, read_outcar
+from tests.conftest import fixture_dir
 
 
 def _table(axis: str, values: list[float]) -> str:
@@ -280,3 +281,23 @@ def test_vasprun_fills_in_only_what_the_outcar_lacks(tmp_path: Path, vasp_dir: P
     m = read_moments(tmp_path)
     assert (m.source, m.total) == ("vasprun.xml", pytest.approx(1.0, abs=1e-6))
     assert (m.ispin, m.nelect, m.natoms, m.noncollinear) == (1, 13.0, 3, False)
+
+
+def test_lnoncollinear_is_read_from_vasprun_xml_and_outcar_wins(tmp_path) -> None:
+    # no non-collinear vasprun.xml among the fixtures: the unpolarized one with the flag set to T
+    from magnb.vasp import read_vasprun
+
+    src = fixture_dir() / "nitric_oxide" / "unpolarized" / "vasprun.xml"
+    text = src.read_text()
+    flag = '<i type="logical" name="LNONCOLLINEAR"> F  </i>'
+    assert text.count(flag) == 1
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "vasprun.xml").write_text(text.replace(flag, flag.replace(" F ", " T ")))
+    assert read_vasprun(alone / "vasprun.xml").noncollinear is True
+    assert read_vasprun(src).noncollinear is False
+    assert read_moments(alone).noncollinear is True
+    # the OUTCAR's flag (F, with no moment line for this unpolarized run) comes first
+    shutil.copy(src.parent / "OUTCAR", alone / "OUTCAR")
+    m = read_moments(alone)
+    assert m.total is None and m.noncollinear is False

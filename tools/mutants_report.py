@@ -232,6 +232,25 @@ def render(
             short = name.rpartition(".")[2]
             details.append(f"- `{short}` ({status}): `{_change(name, path)}` - {why}")
         details.append("")
+    # an entry whose mutant did not survive: killed since, or renumbered by a change to its
+    # function (mutmut numbers the mutants of a function in order), so that it may now sit on
+    # another mutant; listed, so that a renumbered reason is read again before it is trusted
+    tested = {n: c for codes in results.values() for n, c in codes.items()}
+    stale = sorted(
+        n for n in explained if n in tested and _status(tested[n]) in ("killed", "timeout")
+    )
+    if stale:
+        details += (
+            [
+                "## Entries of tests/mutants_equivalent.toml whose mutant did not survive",
+                "",
+                f"{len(stale)} (killed since, or renumbered by a change to their function: check "
+                "that an entry's reason still describes its mutant before trusting it):",
+                "",
+            ]
+            + [f"- `{n}`" for n in stale]
+            + [""]
+        )
     lines += ["", "Not in the scope yet:", ""] + [f"- {x}" for x in NOT_YET]
     lines += ["", "How these numbers were made:", ""] + [f"- {x}" for x in RUN_NOTES]
     return "\n".join(lines + [""] + details), unaccounted
