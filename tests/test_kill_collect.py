@@ -168,3 +168,57 @@ def test_which_files_make_calculations_and_failure_rows(tmp_path: Path) -> None:
         ("E__pick", "E/pick/CHGCAR.gz", ""),
         ("C__run", "C/run", ""),  # companions without a CHGCAR: a row (a failure, later)
     ]  # B/deep/er is no run folder of the layout; F/notes has no companion
+
+
+def test_a_folder_that_cannot_be_listed_is_a_row_of_its_own(tmp_path: Path, monkeypatch) -> None:
+    # the tests run as root, whom no permission stops: the folder's listing fails by injection
+    from magnb.collect import CollectConfig, find_calculations
+
+    src = tmp_path / "src"
+    for run in ("Fe2O3/afm", "NiO/fm"):
+        (src / run).mkdir(parents=True)
+        (src / run / "CHGCAR").write_text("x")
+    locked = src / "NiO"
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if Path(path) == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    calcs = find_calculations(CollectConfig(source=src, data_dir=tmp_path / "data"))
+    assert calcs == [
+        {
+            "calc_id": "Fe2O3__afm",
+            "path": src / "Fe2O3/afm/CHGCAR",
+            "rel": "Fe2O3/afm/CHGCAR",
+            "parent": src / "Fe2O3/afm",
+            "fields": {"formula": "Fe2O3", "run": "afm"},
+            "problem": "",
+        },
+        {
+            "calc_id": "NiO",
+            "path": None,
+            "rel": "NiO",
+            "parent": locked,
+            "fields": {},
+            "problem": "cannot read this folder (permission denied)",
+        },
+    ]
+
+
+def test_companion_folders_without_a_chgcar_are_rows_with_their_layout_fields(
+    tmp_path: Path,
+) -> None:
+    from magnb.collect import CollectConfig, find_calculations
+
+    src = tmp_path / "src"
+    for folder in ("A", "B/fm", "C/afm"):  # A is not a {formula}/{run} folder: no row
+        (src / folder).mkdir(parents=True)
+        (src / folder / "OUTCAR").write_text("x")
+    calcs = find_calculations(CollectConfig(source=src, data_dir=tmp_path / "data"))
+    assert [(c["calc_id"], c["path"], c["parent"], c["fields"]) for c in calcs] == [
+        ("B__fm", None, src / "B/fm", {"formula": "B", "run": "fm"}),
+        ("C__afm", None, src / "C/afm", {"formula": "C", "run": "afm"}),
+    ]
