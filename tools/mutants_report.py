@@ -78,32 +78,30 @@ NOT_YET = [
 
 #: how the numbers in the committed report were made, where not by one full `make mutants`
 RUN_NOTES = [
-    "All on 2026-12-02, on 2 cores shared with 3 other engineers (load 4 to 8), "
-    "`--max-children 2`; never one full `make mutants` (estimated 1.5 h: the three runs below "
-    "plus baselines.py).",
-    "labels.py: one `make mutants` with SCOPE holding labels.py alone, 22 min (copying, mutant "
-    "generation and the stats run included); the survivors re-run after the new tests.",
-    "store, split, collect, vasp, train: one run of their globs, stopped after 23 min with 231 "
-    "of collect.py's mutants untested; the survivors re-run after the new tests (2 min); then "
-    "collect's `_walk` mutants in a run of their own (7 min), then most of the rest of "
-    "collect.py (stopped after 7 min) and its survivors again after the last new tests.",
-    "baselines.py: one run of its globs, stopped after about 9 min with 630 of its 1,604 mutants "
-    "tested: 466 killed, 164 survived (74 %), not yet analysed; the survivors sit in "
-    "`format_table` (59, the printed table), `evaluate_all` (46), `regression_metrics` (15), "
-    "`split_size_warning` (14), `_physics_order_pattern` (14), `majority_baseline` (8: its "
-    "error messages, and dtype/reshape changes on the regression path) and the number "
-    "formatting (8). Not in the table above until a whole run is analysed. Read by hand "
-    "since: the physics order-pattern baseline scoring test rows by total, not per atom like "
-    "its cut (a real gap), and R^2 of a float constant (a real bug: its spread rounds to "
-    "1e-33, not 0, giving -9e30) are killed by new tests in tests/test_kill_baselines.py, as "
-    "are the split-size warning's class names, the regression intervals' seed and n_boot and "
-    "the printed interval (each put back by hand fails them); a re-run is needed for the "
-    "numbers.",
-    "train.py and callbacks.py: one `make mutants` of their globs (the 127 train.py mutants of "
-    "SCOPE, the 208 of callbacks.py), 7.7 min (mutant generation 3, stats 1.5, the mutants 3); "
-    "its 4 killable survivors again after the new tests (49 s). Reading the code found two real "
-    "bugs, each fixed with a test that fails without the fix: ReduceLROnPlateau's replay saw no "
-    "learning rate in history.csv, and a leading NaN in it became the resumed best.",
+    "One whole `make mutants` on 2026-12-02, 06:01 to 06:47 UTC: 4,274 mutants in 46 min on this "
+    "2-core machine, `--max-children 2`, with parts of the test suite running beside it for its "
+    "first 20 min (load 2 to 3) and alone after that. Then 19 survivors re-run by name after "
+    "new tests (62 s), which is where the collect.py and vasp.py rows above come from.",
+    "Before it, each module's survivors were worked through in runs of their own globs, at load "
+    "4 to 8 (up to four engineers on the 2 cores): baselines.py 46 min (1,602 mutants; 265 "
+    "survivors not accounted for after the first run, killed by tests/test_kill_baselines.py "
+    "and the new evaluate_all tests in tests/test_baselines.py or explained), loader.py and "
+    "split_one 30 min, train.py and callbacks.py 8 min, labels.py 22 min, store, split, "
+    "collect and vasp 23 min plus re-runs.",
+    "A first whole run, stopped at 985 mutants with 10 timeouts, hung: its forked test runs "
+    "waited at tqdm's lock (py-spy) until killed, and each was counted a timeout, that is, "
+    "killed. tqdm's default lock is a multiprocessing semaphore shared by every fork; a run "
+    "killed while it held the lock would leave it taken for all later ones. tests/conftest.py "
+    "now gives tqdm a thread lock; the whole run after that had 2 timeouts, both real "
+    "(an endless loop in _read_site_table, and one in read_outcar).",
+    "Real bugs found on the way (each fixed with a test that fails without the fix): R^2 of a "
+    "float constant (its spread rounds to 1e-33, not 0: R^2 = -9e30); the order-pattern physics "
+    "baseline could score test rows by total moment while its cut was fitted per atom (a gap "
+    "in the tests); ReduceLROnPlateau's replay on resume saw no learning rate in history.csv; "
+    "a leading NaN in history.csv became the resumed best.",
+    "Equivalent entries are keyed by mutant number, which a change to the function renumbers: "
+    "vasp.py's were renumbered after its non-collinear change; the report lists every entry "
+    "whose mutant no longer survives, so that a moved reason is read again.",
 ]
 
 
