@@ -118,3 +118,17 @@ def build_demo_data(root: Path, n_compounds: int, **scrape_settings) -> Path:
     }
     scrape(ScrapeConfig(data_dir=data, progress=False, **settings))
     return data
+
+
+def h5_storage_options(storage: str, shape: tuple[int, ...]) -> dict:
+    """h5py ``create_dataset`` options for a ``samples`` dataset of samples ``shape``, stored
+    ``none``/``gzip`` (scrape's codecs), ``lzf`` (a filter magnb does not write) or
+    ``contiguous`` (no chunks): the storage paths the loader reads."""
+    from magnb.store import CODECS
+
+    return {
+        "none": {"chunks": (1, *shape), **CODECS["none"]},
+        "gzip": {"chunks": (1, *shape), **CODECS["gzip"]},
+        "lzf": {"chunks": (1, *shape), "compression": "lzf"},
+        "contiguous": {},
+    }[storage]

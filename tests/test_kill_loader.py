@@ -19,7 +19,8 @@ import pytest
 
 from magnb.errors import MagnbError
 from magnb.loader import DensityDataset, roll_into
-from magnb.store import CODECS, replace_table
+from magnb.store import replace_table
+from tests.conftest import h5_storage_options
 
 SHAPE = (5, 4, 3, 2)  #: no two axes alike, so a size read from the wrong axis shows
 N_SAMPLES = 13  #: samples stored (one more than the usable rows: a trap row points at it)
@@ -36,12 +37,7 @@ MOMENT_CLASS = [1, 0, 1, 1, -1, 1, 0, 1, 0, 1, 1, 0]
 def _write(root: Path, storage: str, samples: np.ndarray, table: pd.DataFrame, **attrs) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     shape = samples.shape[1:]
-    options = {
-        "none": {"chunks": (1, *shape), **CODECS["none"]},
-        "gzip": {"chunks": (1, *shape), **CODECS["gzip"]},
-        "lzf": {"chunks": (1, *shape), "compression": "lzf"},
-        "contiguous": {},
-    }[storage]
+    options = h5_storage_options(storage, shape)
     with h5py.File(root / "dataset.h5", "w") as f:
         f.create_dataset("samples", data=samples, **options)
         f.attrs["norm_offset"] = json.dumps(list(attrs.get("offset", OFFSET)))

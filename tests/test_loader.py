@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from magnb.loader import DensityDataset, roll_into
-from magnb.store import CODECS, replace_table
+from magnb.store import replace_table
+from tests.conftest import h5_storage_options
 
 SHAPE = (6, 5, 7, 2)
 N = 9
@@ -34,12 +35,7 @@ def write_dataset(
     samples = (rng.standard_normal((N, *SHAPE)) * 3).astype(np.float32)
     root.mkdir(parents=True, exist_ok=True)
     with h5py.File(root / "dataset.h5", "w") as f:
-        options = {
-            "none": {"chunks": (1, *SHAPE), **CODECS["none"]},
-            "gzip": {"chunks": (1, *SHAPE), **CODECS["gzip"]},
-            "lzf": {"chunks": (1, *SHAPE), "compression": "lzf"},
-            "contiguous": {},
-        }[storage]
+        options = h5_storage_options(storage, SHAPE)
         f.create_dataset("samples", data=samples, **options)
         f.attrs["norm_offset"] = json.dumps(list(offset))
         f.attrs["norm_scale"] = json.dumps(list(scale))
