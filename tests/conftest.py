@@ -24,9 +24,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 # tqdm's default write lock holds a multiprocessing RLock: a semaphore shared with every process
 # forked after it was made. `make mutants` forks a test run per mutant and kills the ones that
-# time out; one killed while drawing a progress bar left the semaphore taken, and every later
-# fork hung at its first bar (then counted as a timeout, i.e. killed). Tests use a thread lock,
-# which a fork copies, and no monitor thread that could hold it at the moment of a fork.
+# time out. In one whole run every fork from some point on hung waiting for that lock at its
+# first bar (py-spy), each then counted a timeout, i.e. killed: most likely a run killed while
+# holding it. Tests use a thread lock, which a fork copies, and no monitor thread that could
+# hold it at the moment of a fork.
 tqdm.tqdm.set_lock(threading.RLock())
 tqdm.tqdm.monitor_interval = 0
 
